@@ -5,10 +5,14 @@ import json
 import os
 from pathlib import Path
 
+from .assignments.checks import MISSING
+
 RESULTS_ENV = "ANLP_FT_RESULTS"  # a JSON-lines file; set by `anlp-ft course`
 
 
 def _fmt(value) -> str:
+    if value is MISSING:
+        return "not measured (exercise not implemented)"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
@@ -25,7 +29,7 @@ def record_outcomes(notebook: str, outcomes: dict[str, object]) -> None:
     target = os.environ.get(RESULTS_ENV)
     if target:
         with Path(target).open("a") as f:
-            f.write(json.dumps({"notebook": notebook, "outcomes": outcomes}, default=str) + "\n")
+            f.write(json.dumps({"notebook": notebook, "outcomes": outcomes}, default=_fmt) + "\n")
 
 
 def read_outcomes(path: Path) -> dict[str, dict]:
@@ -34,3 +38,21 @@ def read_outcomes(path: Path) -> dict[str, dict]:
         return {}
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return {row["notebook"]: row["outcomes"] for row in rows}
+
+
+def expect(name: str, value, *, at_least: float | None = None, at_most: float | None = None) -> None:
+    """Assert a measured outcome with its margin, e.g. expect("accuracy after", acc, at_least=0.85).
+
+    A MISSING value (its exercise not implemented, in a student's lab) is reported, not failed, so a blank
+    lab runs to the end; any real value outside the margin fails loudly.
+    """
+    if value is MISSING:
+        print(f"- {name}: not checked, its exercise is not implemented yet")
+        return
+    if at_least is not None:
+        assert value >= at_least, f"{name} = {value:.4g}, expected at least {at_least}"
+    if at_most is not None:
+        assert value <= at_most, f"{name} = {value:.4g}, expected at most {at_most}"
+    bounds = " and ".join(b for b in [f">= {at_least}" if at_least is not None else "",
+                                      f"<= {at_most}" if at_most is not None else ""] if b)
+    print(f"✓ {name} = {_fmt(value)} ({bounds})")

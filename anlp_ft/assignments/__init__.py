@@ -4,8 +4,8 @@ See :mod:`anlp_ft.assignments.markers` for the marker syntax, :mod:`.sync` for r
 ``labs/`` and :mod:`.checks` for the public checks students run from a lab.
 """
 
-from .checks import CheckFailed, Checker, attempt
+from .checks import MISSING, CheckFailed, Checker, attempt
 from .markers import render_lab
 from .sync import sync_labs
 
-__all__ = ["CheckFailed", "Checker", "attempt", "render_lab", "sync_labs"]
+__all__ = ["MISSING", "CheckFailed", "Checker", "attempt", "render_lab", "sync_labs"]

@@ -18,11 +18,25 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any, TypeVar
 
-__all__ = ["CheckFailed", "Checker", "attempt"]
+__all__ = ["CheckFailed", "Checker", "MISSING", "attempt"]
 
 PUBLIC_PACKAGE = "anlp_ft.assignments.public"
 
 T = TypeVar("T")
+
+
+class _Missing:
+    """What `attempt` returns for an exercise that is still the stub: a value no real code produces, so the
+    results section can tell "not done yet" (reported, scores 0) from a wrong result (fails)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING = _Missing()
 
 
 class CheckFailed(AssertionError):
@@ -110,13 +124,15 @@ class Checker:
         return f"Checker({self.lab!r})"
 
 
-def attempt(
-    exercise: str, fn: Callable[..., T], *args: Any, default: T | None = None, **kwargs: Any
-) -> T | None:
-    """Call ``fn(*args, **kwargs)``, or return ``default`` while ``exercise`` is still the stub.
+def attempt(exercise: str, fn: Callable[..., T], *args: Any, default: Any = MISSING, **kwargs: Any) -> T | Any:
+    """Call ``fn(*args, **kwargs)``, or return ``default`` (MISSING) while ``exercise`` is still the stub.
 
-    Labs wrap cells downstream of an exercise in this so a blank lab still runs to the end.
+    Labs wrap cells downstream of an exercise in this so a blank lab still runs to the end; a
+    MISSING argument counts as not implemented too, so a chain of attempts skips cleanly.
     """
+    if any(a is MISSING for a in (*args, *kwargs.values())):
+        print(f"… {exercise} skipped: it needs the result of an exercise that is not implemented yet")
+        return default
     try:
         return fn(*args, **kwargs)
     except NotImplementedError as error:
