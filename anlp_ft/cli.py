@@ -1,4 +1,4 @@
-"""anlp-ft: run the course, generate student labs, prepare the offline model."""
+"""anlp-ft: run the course, generate student labs, grade submissions, prepare the offline model."""
 from __future__ import annotations
 
 import argparse
@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("model", help="prepare (and cache) a model and its tokenizer, printing the source")
     p.add_argument("name", nargs="?", default=None, help="local path or hub id (default: SmolLM2-135M)")
     p.set_defaults(func=cmd_model)
+    from .assignments.grade import add_grade_parser
+
+    add_grade_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

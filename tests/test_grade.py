@@ -1,0 +1,337 @@
+"""The grader: hidden tests, scores recorded out of students' reach, limits, tamper checks, bad submissions.
+
+One batch grades a tiny fixture lab (three exercises, no model) against a solution, a blank lab and a
+set of bad submissions; the tests then read its gradebook. Kernels take a few seconds each.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from anlp_ft.assignments.grade import GradingError, add_grade_parser, assemble, grade, load_lab
+from anlp_ft.assignments.gradebook import read_gradebook
+from anlp_ft.assignments.markers import render_lab
+
+FIXTURES = Path(__file__).parent / "fixtures" / "grading"
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+TIMEOUT = 25  # seconds per submission; the fixture needs ~2 s once its kernel is up
+MEMORY_MB = 1536
+
+SOLUTIONS = {
+    "ex1": "def add(a, b):\n    # BEGIN SOLUTION\n    return a + b\n    # END SOLUTION",
+    "ex2": "def mean(xs):\n    # BEGIN SOLUTION\n    return sum(xs) / len(xs)\n    # END SOLUTION",
+    "ex3": "def shout(s):\n    # BEGIN SOLUTION\n    return s.upper() + \"!\"\n    # END SOLUTION",
+}
+ANSWERS = {  # what a student who solved everything writes into the lab
+    "ex1": "def add(a, b):\n    return a + b",
+    "ex2": "def mean(xs):\n    return sum(xs) / len(xs)",
+    "ex3": "def shout(s):\n    return s.upper() + \"!\"",
+}
+
+
+def exercise(name: str, points: int) -> dict:
+    return {"anlp_ft": {"exercise": name, "points": points}}
+
+
+def hidden(name: str) -> dict:
+    return {"anlp_ft": {"hidden_tests_for": name}, "tags": ["hidden-tests"]}
+
+
+def fixture_solution() -> nbformat.NotebookNode:
+    """Lab 90: ex1 (2 points, 2 parts), ex2 (3 points, 3 parts), ex3 (1 point, 1 part)."""
+    nb = new_notebook(metadata={"kernelspec": KERNELSPEC,
+                                "anlp_ft": {"public_checks": str(FIXTURES / "lab90_checks.py")}})
+    cells = [
+        ("title", new_markdown_cell("# Lab 90: grading fixture")),
+        ("setup", new_code_cell(
+            "import importlib, sys\n"
+            f"sys.path.insert(0, {str(FIXTURES)!r})\n"
+            "from anlp_ft.assignments import MISSING, Checker, attempt\n"
+            'sys.modules.setdefault("anlp_ft.assignments.public.lab90", importlib.import_module("lab90_checks"))\n'
+            'check = Checker("90")')),
+        ("parameters", new_code_cell("PROFILE = None\nSEED = 0\nGRADING = False", metadata={"tags": ["parameters"]})),
+        ("ex1", new_code_cell(SOLUTIONS["ex1"], metadata=exercise("ex1", 2))),
+        ("ex1-check", new_code_cell('check("ex1", add)')),
+        ("ex1-hidden", new_code_cell(
+            "from anlp_ft.assignments.public import lab90\nlab90.ex1(add)\n"
+            "# PART negative and fractional numbers\nassert add(-1, 1) == 0\nassert add(0.5, 0.25) == 0.75",
+            metadata=hidden("ex1"))),
+        ("ex2", new_code_cell(SOLUTIONS["ex2"], metadata=exercise("ex2", 3))),
+        ("ex2-check", new_code_cell('check("ex2", mean)')),
+        ("use", new_code_cell('m = attempt("ex2", mean, [1, 2, 3])\nprint("mean:", m)')),
+        ("ex2-hidden", new_code_cell(
+            'check("ex2", mean)\n# PART\nassert m == 2\n# PART\nassert mean([4]) == 4', metadata=hidden("ex2"))),
+        ("ex3", new_code_cell(SOLUTIONS["ex3"], metadata=exercise("ex3", 1))),
+        ("ex3-hidden", new_code_cell('assert shout("hi") == "HI!"', metadata=hidden("ex3"))),
+        ("results", new_code_cell('print("done")')),
+    ]
+    for cell_id, cell in cells:
+        cell.id = cell_id
+    nb.cells = [cell for _, cell in cells]
+    return nb
+
+
+def lab_notebook() -> nbformat.NotebookNode:
+    return nbformat.reads(render_lab(fixture_solution(), "solutions/90_grading_fixture.ipynb"), as_version=4)
+
+
+def cell(nb: nbformat.NotebookNode, cell_id: str) -> nbformat.NotebookNode:
+    return next(c for c in nb.cells if c.get("id") == cell_id)
+
+
+def submission(answers: dict[str, str] | None = None, edit=None) -> nbformat.NotebookNode:
+    """The lab with some exercises answered; ``edit(nb)`` then mutates it like a student would."""
+    nb = lab_notebook()
+    for name, source in (ANSWERS if answers is None else answers).items():
+        cell(nb, name).source = source
+    if edit:
+        edit(nb)
+    return nb
+
+
+def _without(cell_id: str):
+    def edit(nb):
+        nb.cells = [c for c in nb.cells if c.get("id") != cell_id]
+    return edit
+
+
+def _strip_ids(nb):  # what an editor that drops nbformat 4.5 cell ids hands in
+    nb.nbformat_minor = 4
+    for c in nb.cells:
+        c.pop("id", None)
+    nb.metadata.pop("anlp_ft", None)
+
+
+FAKE_SCORE = ('print("Score: 6/6 (100%)")\n'
+              'print("0" * 32 + \' {"exercise": "ex1", "parts": [{"passed": true}, {"passed": true}]}\')\n'
+              "def add(a, b):\n    return a - b")
+MONKEYPATCH = ("def add(a, b):\n    return a - b\n"
+               "check = lambda *args, **kwargs: True\n"
+               "public = sys.modules['anlp_ft.assignments.public.lab90']\n"
+               "public.ex1 = lambda *args, **kwargs: None\n"
+               "import anlp_ft.assignments.checks as checks\n"
+               "checks.Checker.__call__ = lambda self, *args, **kwargs: True")
+
+BAD: dict[str, object] = {
+    "solution": submission(),
+    "blank": lab_notebook(),
+    "no_ids": submission(edit=_strip_ids),
+    "invalid_json": b'{"cells": [ this is not json',
+    "empty": new_notebook(),
+    "infinite_loop": submission({**ANSWERS, "ex2": "while True:\n    pass"}),
+    "memory_bomb": submission({**ANSWERS, "ex2": ANSWERS["ex2"] + "\nhog = b'x' * (4 << 30)"}),
+    "kernel_death": submission({**ANSWERS, "ex2": "import os\nos._exit(1)"}),
+    "deleted_check": submission(edit=_without("ex1-check")),
+    "edited_check": submission(edit=lambda nb: setattr(cell(nb, "ex1-check"), "source", 'print("✓ ex1 passed")')),
+    "monkeypatched_check": submission({"ex1": MONKEYPATCH}),
+    "fake_score": submission({"ex1": FAKE_SCORE}),
+    "huge_output": submission({**ANSWERS, "ex1": ANSWERS["ex1"] + "\nfor _ in range(200):\n    print('x' * 100_000)"}),
+    "missing_exercise": submission(edit=_without("ex3")),
+    "exception": submission({**ANSWERS, "ex2": ANSWERS["ex2"] + "\nraise ValueError('oops')"}),
+    "other_lab": submission(edit=lambda nb: nb.metadata["anlp_ft"].update(generated_from="solutions/05_memory_accounting.ipynb")),
+}
+
+
+def write_submissions(folder: Path, names: list[str]) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in names:
+        content = BAD[name]
+        path = folder / f"{name}.ipynb"
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(json.dumps(content, indent=1), encoding="utf-8")  # nbformat.write would validate ids
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def solution_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("course") / "solutions" / "90_grading_fixture.ipynb"
+    path.parent.mkdir()
+    nbformat.write(fixture_solution(), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def batch(solution_path, tmp_path_factory):
+    root = tmp_path_factory.mktemp("batch")
+    paths = write_submissions(root / "submitted", list(BAD))
+    before = {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+    rows = grade(solution_path, paths, root / "gradebook.csv", timeout=TIMEOUT, memory_mb=MEMORY_MB, workers=2,
+                 output_dir=root / "runs", quiet=True)
+    book = {Path(r["submission"]).stem: r for r in read_gradebook(root / "gradebook.csv")}
+    return {"rows": rows, "book": book, "root": root, "paths": paths, "before": before}
+
+
+def scores(row: dict) -> tuple[float, float, float]:
+    return float(row["ex1"]), float(row["ex2"]), float(row["ex3"])
+
+
+def test_one_row_per_submission_with_the_gradebook_columns(batch) -> None:
+    with open(batch["root"] / "gradebook.csv", encoding="utf-8", newline="") as f:
+        header = next(csv.reader(f))
+    assert header == ["submission", "ex1", "ex2", "ex3", "total", "max_total", "percent", "status"]
+    assert sorted(batch["book"]) == sorted(BAD)
+    assert all(row["max_total"] == "6" for row in batch["book"].values())
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.read_csv(batch["root"] / "gradebook.csv")
+    assert len(frame) == len(BAD) and frame["percent"].dtype.kind == "f"
+
+
+def test_solution_scores_full_marks_and_blank_lab_zero(batch) -> None:
+    book = batch["book"]
+    assert (book["solution"]["percent"], book["solution"]["status"]) == ("100", "ok")
+    assert (book["blank"]["percent"], book["blank"]["status"]) == ("0", "ok")
+    assert (book["no_ids"]["percent"], book["no_ids"]["status"]) == ("100", "ok")
+
+
+@pytest.mark.parametrize("name, status", [("invalid_json", "invalid notebook: not JSON"),
+                                          ("empty", "invalid notebook: no code cells"),
+                                          ("other_lab", "invalid notebook: a notebook of solutions/05_memory")])
+def test_unreadable_or_foreign_notebooks_are_invalid_and_score_zero(batch, name, status) -> None:
+    row = batch["book"][name]
+    assert row["status"].startswith(status) and row["total"] == "0"
+
+
+def test_infinite_loop_times_out_keeping_points_of_tests_that_ran(batch) -> None:
+    row = batch["book"]["infinite_loop"]
+    assert row["status"] == "timeout"
+    assert scores(row) == (2, 0, 0)
+
+
+def test_memory_bomb_is_stopped_by_the_memory_cap(batch) -> None:
+    row = batch["book"]["memory_bomb"]
+    assert row["status"] == "memory"
+    assert scores(row) == (2, 3, 1)  # the cap raised MemoryError; the rest of the notebook still ran
+
+
+def test_kernel_death_is_an_error_and_later_exercises_score_zero(batch) -> None:
+    row = batch["book"]["kernel_death"]
+    assert row["status"] == "error: the kernel died"
+    assert scores(row) == (2, 0, 0)
+
+
+@pytest.mark.parametrize("name, status", [("deleted_check", "tampered: ex1-check (deleted)"),
+                                          ("edited_check", "tampered: ex1-check (edited)")])
+def test_tampered_protected_cells_are_named_and_the_original_runs(batch, name, status) -> None:
+    row = batch["book"][name]
+    assert row["status"] == status
+    assert row["percent"] == "100"  # the answers are right; the original check ran
+
+
+def test_monkeypatched_check_earns_nothing(batch) -> None:
+    row = batch["book"]["monkeypatched_check"]
+    assert scores(row) == (0, 0, 0) and row["status"] == "ok"
+
+
+def test_printed_fake_score_earns_nothing(batch) -> None:
+    row = batch["book"]["fake_score"]
+    assert scores(row) == (0, 0, 0) and row["status"] == "ok"
+
+
+def test_huge_output_is_capped_and_graded(batch) -> None:
+    row = batch["book"]["huge_output"]
+    assert (row["percent"], row["status"]) == ("100", "ok")
+    executed = next((batch["root"] / "runs").glob("huge_output-*/executed.ipynb"))
+    assert executed.stat().st_size < 4 << 20  # 20 MB printed, about 1 MB kept
+
+
+def test_missing_exercise_scores_zero_for_it_only(batch) -> None:
+    row = batch["book"]["missing_exercise"]
+    assert scores(row) == (2, 3, 0) and row["status"] == "ok"
+
+
+def test_exception_inside_an_exercise_is_reported_and_grading_goes_on(batch) -> None:
+    row = batch["book"]["exception"]
+    assert row["status"] == "error: ValueError in cell ex2"
+    assert scores(row) == (2, 3, 1)
+
+
+def test_submission_files_are_never_modified_and_runs_are_kept(batch) -> None:
+    after = {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in batch["paths"]}
+    assert after == batch["before"]
+    run = next((batch["root"] / "runs").glob("solution-*"))
+    assert (run / "executed.ipynb").is_file() and (run / "grading.json").is_file()
+    executed = nbformat.read(str(run / "executed.ipynb"), as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+
+
+def test_grading_is_deterministic_and_never_overwrites_a_gradebook(solution_path, batch) -> None:
+    # Grade some of the batch's own files again: their gradebook lines must be byte for byte the same.
+    names = ["solution", "monkeypatched_check", "missing_exercise", "invalid_json"]
+    paths = [p for p in batch["paths"] if Path(p).stem in names]
+    again = batch["root"] / "again.csv"
+    grade(solution_path, paths, again, timeout=TIMEOUT, memory_mb=MEMORY_MB, workers=2,
+          output_dir=batch["root"] / "runs-again", quiet=True)
+    first = (batch["root"] / "gradebook.csv").read_text(encoding="utf-8").splitlines()
+    second = again.read_text(encoding="utf-8").splitlines()
+    assert second[0] == first[0] and set(second[1:]) <= set(first[1:]) and len(second) == len(names) + 1
+    with pytest.raises(FileExistsError, match="never overwrites"):
+        grade(solution_path, paths, again, quiet=True)
+    assert again.read_text(encoding="utf-8").splitlines() == second
+
+
+def test_hidden_tests_never_reach_the_lab_and_nonce_only_in_injected_cells(solution_path) -> None:
+    spec = load_lab(solution_path)
+    assert spec.exercises == {"ex1": 2.0, "ex2": 3.0, "ex3": 1.0}
+    assert {cid: len(h.parts) for cid, h in spec.hidden.items()} == {"ex1-hidden": 2, "ex2-hidden": 3, "ex3-hidden": 1}
+    assert "lab90.ex1(add)" not in json.dumps(spec.lab)
+    data = json.dumps(submission()).encode()
+    graded = assemble(spec, data, nonce="feedface" * 4).notebook
+    holders = [c.id for c in graded.cells if "feedface" in c.source]
+    assert holders == ["ex1-hidden-graded", "ex2-hidden-graded", "ex3-hidden-graded"]
+
+
+def _write_solution(nb: nbformat.NotebookNode, folder: Path, name: str = "90_grading_fixture.ipynb") -> Path:
+    path = folder / "solutions" / name
+    path.parent.mkdir(exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_a_lab_without_any_test_for_an_exercise_is_refused(tmp_path) -> None:
+    nb = fixture_solution()
+    nb.cells = [c for c in nb.cells if c.id != "ex3-hidden"]  # and ex3 has no check(...) call either
+    with pytest.raises(GradingError, match="no hidden-tests cell and no check.* for ex3"):
+        load_lab(_write_solution(nb, tmp_path))
+
+
+def test_exercise_without_hidden_tests_is_graded_by_its_public_check_calls(tmp_path) -> None:
+    nb = fixture_solution()
+    nb.cells = [c for c in nb.cells if c.id != "ex1-hidden"]
+    spec = load_lab(_write_solution(nb, tmp_path))
+    fallback = spec.hidden["ex1-check-ex1-checks"]
+    assert (fallback.exercises, fallback.parts, fallback.after) == (("ex1",), ['check("ex1", add)'], "ex1-check")
+    graded = assemble(spec, json.dumps(submission()).encode(), nonce="0" * 32).notebook
+    ids = [c.id for c in graded.cells]
+    assert ids[ids.index("ex1-check") + 1] == "ex1-check-ex1-checks-graded"
+
+
+def test_hidden_cell_without_metadata_grades_the_exercises_named_in_its_id(tmp_path) -> None:
+    nb = fixture_solution()
+    for c in nb.cells:
+        if c.id == "ex3-hidden":
+            c.id, c.metadata = "lab-ex23-hidden", {"tags": ["hidden-tests"]}
+    spec = load_lab(_write_solution(nb, tmp_path))
+    assert spec.hidden["lab-ex23-hidden"].exercises == ("ex2", "ex3")
+
+
+def test_cli_parser_registers_grade() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_grade_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["grade", "01", "a.ipynb", "b.ipynb", "--out", "g.csv", "--timeout", "30",
+                              "--memory-mb", "2048", "--workers", "2", "--output-dir", "runs"])
+    assert (args.lab, args.submissions, args.out, args.timeout, args.memory_mb, args.workers, args.output_dir) == (
+        "01", ["a.ipynb", "b.ipynb"], "g.csv", 30.0, 2048, 2, "runs")
+    assert callable(args.func)
