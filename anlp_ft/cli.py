@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from .results import RESULTS_ENV, outcome_table, read_outcomes
+from .results import NOTEBOOK_ENV, RESULTS_ENV, outcome_table, read_outcomes
 
 NOTEBOOK_DIRS = ("lectures", "solutions")
 
@@ -64,6 +64,7 @@ def cmd_course(args: argparse.Namespace) -> int:
         name = f"{nb.parent.name}/{nb.name}"
         print(f"\n=== {name}", flush=True)
         tic = time.perf_counter()
+        os.environ[NOTEBOOK_ENV] = name  # the kernel inherits it: outcomes are filed under this notebook
         try:
             papermill.execute_notebook(str(nb), str(out / nb.parent.name / nb.name), cwd=str(nb.parent),
                                        parameters={"PROFILE": args.profile} if args.profile else {},
@@ -77,8 +78,8 @@ def cmd_course(args: argparse.Namespace) -> int:
     print("\n=== Measured outcomes")
     for name, (state, seconds) in status.items():
         print(f"\n{name}: {state}, {seconds:.0f} s")
-        if Path(name).stem in outcomes:
-            print(outcome_table(outcomes[Path(name).stem]))
+        if name in outcomes:
+            print(outcome_table(outcomes[name]))
     print(f"\nExecuted notebooks are in {out}")
     return 0 if all(s == "ok" for s, _ in status.values()) else 1
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from .assignments.checks import MISSING
 
 RESULTS_ENV = "ANLP_FT_RESULTS"  # a JSON-lines file; set by `anlp-ft course`
+NOTEBOOK_ENV = "ANLP_FT_NOTEBOOK"  # the notebook `anlp-ft course` is running, e.g. "solutions/01_x.ipynb"
 
 
 def _fmt(value) -> str:
@@ -29,7 +30,8 @@ def record_outcomes(notebook: str, outcomes: dict[str, object]) -> None:
     target = os.environ.get(RESULTS_ENV)
     if target:
         with Path(target).open("a") as f:
-            f.write(json.dumps({"notebook": notebook, "outcomes": outcomes}, default=_fmt) + "\n")
+            row = {"notebook": os.environ.get(NOTEBOOK_ENV, notebook), "outcomes": outcomes}
+            f.write(json.dumps(row, default=_fmt) + "\n")
 
 
 def read_outcomes(path: Path) -> dict[str, dict]:
