@@ -26,7 +26,7 @@ course: setup
 # The whole test suite: labs in sync with solutions, unit tests, every notebook re-executed by nbval.
 test: setup
 	$(BIN)/anlp-ft assign --check
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests $(NOTEBOOKS) --nbval-lax --sanitize-with tests/nbval_sanitize.cfg
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests $(NOTEBOOKS) --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 assign: setup
 	$(BIN)/anlp-ft assign

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from anlp_ft.assignments import CheckFailed, Checker, attempt, render_lab, sync_labs
+from anlp_ft.assignments import MISSING, CheckFailed, Checker, attempt, render_lab, sync_labs
 from anlp_ft.assignments.markers import MarkerError, build_lab
 
 EXERCISE_MD = {"anlp_ft": {"exercise": "ex1", "points": 2}}
@@ -281,4 +281,18 @@ def test_attempt(capsys: pytest.CaptureFixture[str]) -> None:
     assert attempt("ex1", stub, 3, default=-1) == -1
     assert capsys.readouterr().out == "… ex1 not implemented: stub skipped, using the default\n"
     assert attempt("ex1", lambda x, k=0: x + k, 3, k=1, default=-1) == 4
-    assert attempt("ex1", stub, 3) is None
+    assert attempt("ex1", stub, 3) is MISSING
+    capsys.readouterr()
+    # A MISSING input means an earlier exercise is a stub: skip without calling, and say why.
+    assert attempt("ex2", lambda x: x + 1, MISSING) is MISSING
+    assert "needs the result of an exercise that is not implemented yet" in capsys.readouterr().out
+
+
+def test_expect_reports_missing_and_fails_real_misses(capsys: pytest.CaptureFixture[str]) -> None:
+    from anlp_ft.results import expect
+
+    expect("accuracy", MISSING, at_least=0.9)
+    assert "not checked, its exercise is not implemented yet" in capsys.readouterr().out
+    expect("accuracy", 0.95, at_least=0.9)
+    with pytest.raises(AssertionError, match="accuracy = 0.5, expected at least 0.9"):
+        expect("accuracy", 0.5, at_least=0.9)
