@@ -65,6 +65,7 @@ def cmd_course(args: argparse.Namespace) -> int:
         print(f"\n=== {name}", flush=True)
         tic = time.perf_counter()
         os.environ[NOTEBOOK_ENV] = name  # the kernel inherits it: outcomes are filed under this notebook
+        (out / nb.parent.name).mkdir(exist_ok=True)
         try:
             papermill.execute_notebook(str(nb), str(out / nb.parent.name / nb.name), cwd=str(nb.parent),
                                        parameters={"PROFILE": args.profile} if args.profile else {},
