@@ -41,7 +41,7 @@ def test_model_loss_equals_cross_entropy_over_response_tokens(tiny_model, tokeni
     n_response = sum(sum(l != IGNORE_INDEX for l in e["labels"]) for e in examples)
     assert keep.sum() == n_response  # no prompt or padding token carries loss
     assert torch.allclose(loss, nll.mean(), atol=1e-5)
-    # A prompt token's loss never counts: changing what the prompt "should" be leaves the loss alone.
+    # The same as PyTorch's cross-entropy over the shifted labels, whose -100 entries are ignored.
     assert torch.allclose(loss, F.cross_entropy(logits[:, :-1].transpose(1, 2), batch["labels"][:, 1:]), atol=1e-5)
 
 
