@@ -1,4 +1,4 @@
-"""anlp-ft: run the course, generate student labs, grade submissions, prepare the offline model."""
+"""anlp-ft: run the course, generate student labs, grade submissions, prepare the offline model, fine-tune."""
 from __future__ import annotations
 
 import argparse
@@ -24,6 +24,47 @@ def cmd_model(args: argparse.Namespace) -> int:
 
     load_tokenizer(args.name)
     load_model(args.name, device="cpu")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Fine-tune on step-by-step arithmetic with fit(); runs unchanged under `accelerate launch` (one process per
+    GPU, or gloo processes on CPU), where --batch-size is per process."""
+    import json
+
+    from accelerate import PartialState
+    from peft import LoraConfig, get_peft_model
+
+    from .data.arithmetic import arithmetic_problems
+    from .formatting import encode_example, plain_prompt
+    from .models import load_model, load_tokenizer
+    from .train import TrainConfig, fit
+
+    tokenizer = load_tokenizer(args.model)
+    model = load_model(args.model, device="cpu", verbose=False)  # fit() moves it to this process's device
+    if args.lora_r:
+        model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0,
+                                                 target_modules="all-linear", task_type="CAUSAL_LM"))
+    problems = arithmetic_problems(args.examples, seed=args.seed)
+    data = [encode_example(tokenizer, plain_prompt(p["question"]), " " + p["solution"]) for p in problems]
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
+                         warmup_steps=min(2, args.steps - 1), seed=args.seed, mixed_precision=args.mixed_precision,
+                         compile=args.compile)
+    history = fit(model, data, config)
+    state = PartialState()
+    if state.is_main_process:
+        print(f"{state.num_processes} process(es), global batch {args.batch_size * args.grad_accum * state.num_processes}:"
+              f" loss {history.loss[0]:.4f} -> {history.final_loss:.4f}, {history.tokens_per_s:.0f} tokens/s "
+              f"({history.precision})")
+        if args.out:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(out)
+            tokenizer.save_pretrained(out)
+            record = {"num_processes": state.num_processes, "loss": history.loss, "tokens": history.tokens,
+                      "seconds": history.seconds, "precision": history.precision}
+            (out / "history.json").write_text(json.dumps(record))
+            print(f"saved the model and history.json to {out}")
     return 0
 
 
@@ -101,6 +142,19 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("model", help="prepare (and cache) a model and its tokenizer, printing the source")
     p.add_argument("name", nargs="?", default=None, help="local path or hub id (default: SmolLM2-135M)")
     p.set_defaults(func=cmd_model)
+    p = sub.add_parser("train", help="fine-tune on step-by-step arithmetic (works under `accelerate launch`)")
+    p.add_argument("--model", default=None, help="local path or hub id (default: SmolLM2-135M)")
+    p.add_argument("--examples", type=int, default=512, help="training problems (default 512)")
+    p.add_argument("--steps", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=16, help="examples per micro-batch, per process")
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lora-r", type=int, default=16, help="LoRA rank; 0 for full fine-tuning")
+    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="folder for the trained model and history.json")
+    p.set_defaults(func=cmd_train)
     from .assignments.grade import add_grade_parser
 
     add_grade_parser(sub)

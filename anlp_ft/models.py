@@ -144,6 +144,18 @@ def _source_path(source: ModelSource) -> str:
     return str(provision_offline_model()) if source.kind == "offline" else source.path
 
 
+def quantization_config(kind: Literal["nf4", "fp4"], device: torch.device | str,
+                        capability: tuple[int, int] | None = None) -> BitsAndBytesConfig:
+    """bitsandbytes 4-bit weights (double-quantized) computing in the runtime's dtype for `device`:
+    bf16 from compute capability 8.0, fp16 below it (a T4), fp32 on CPU. `capability` lets tests pose as a card."""
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=kind,
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype(device, capability=capability),
+    )
+
+
 def load_model(
     name: str | None = None,
     *,
@@ -164,12 +176,7 @@ def load_model(
     if quantization is not None:
         if quantization not in ("nf4", "fp4"):
             raise ValueError(f"quantization must be 'nf4', 'fp4' or None, got {quantization!r}")
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type=quantization,
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute_dtype(device),
-        )
+        kwargs["quantization_config"] = quantization_config(quantization, device)
         kwargs["device_map"] = {"": str(device) if device.type != "cuda" else 0}
     with _quiet_loading():
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)

@@ -6,8 +6,11 @@
             accelerator.backward(loss)
             optimizer.step(); lr_scheduler.step(); optimizer.zero_grad()
 
-Plain models, peft LoRA models and bitsandbytes 4-bit models train through it unchanged; mixed precision
-comes from the runtime (bf16 on Ampere and newer, fp16 with a GradScaler on a T4, fp32 on CPU).
+Plain models, peft LoRA models and bitsandbytes 4-bit models train through it unchanged. Mixed precision is
+written out here rather than left to accelerate: fp32 master weights, `torch.autocast` to the runtime's compute
+dtype (bf16 on Ampere and newer, fp16 on a T4, fp32 on CPU) and a GradScaler for fp16, so the T4 branch can be
+forced and tested on any machine. The loss of an optimizer step is the mean over all its response tokens, across
+micro-batches and processes, so 2 processes x batch 4 train exactly as 1 process x batch 8.
 """
 from __future__ import annotations
 
@@ -20,10 +23,11 @@ from typing import Callable, Literal, Sequence
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import GradientAccumulationPlugin
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from .formatting import Collator
+from .formatting import IGNORE_INDEX, Collator
 from .runtime import compute_dtype, mixed_precision, pick_device, seed_everything
 
 
@@ -45,6 +49,7 @@ class TrainConfig:
     save_every: int | None = None
     resume: bool = False
     progress: bool = True
+    compile: bool = False  # torch.compile the model (worth it on a GPU for long runs; compiling costs a minute)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "grad_accum"):
@@ -65,6 +70,8 @@ class History:
     evals: list[dict] = field(default_factory=list)  # each {"step": k, **eval_fn(model)}
     tokens: int = 0  # non-padding tokens seen
     seconds: float = 0.0  # training time, evaluation excluded
+    precision: str = "no"  # the autocast dtype: "no" (fp32), "bf16" or "fp16" (with a GradScaler)
+    loss_scale: list[float] = field(default_factory=list)  # the GradScaler's scale at each step (fp16 only)
 
     @property
     def tokens_per_s(self) -> float:
@@ -99,6 +106,21 @@ def _check_data(model, train_data: Sequence[dict]) -> None:
                          f"shorten or drop it")
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype fit() autocasts to: "auto" follows the device (runtime.compute_dtype), else "no"/"bf16"/"fp16"."""
+    if precision == "auto":
+        return compute_dtype(device)
+    names = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in names:
+        raise ValueError(f"mixed_precision must be 'auto', 'no', 'bf16' or 'fp16', got {precision!r}")
+    return names[precision]
+
+
+def _loss_tokens(batch: dict) -> torch.Tensor:
+    """How many tokens the loss is averaged over: labels that are not IGNORE_INDEX, after the shift by one."""
+    return (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
+
+
 def _latest_checkpoint(directory: Path) -> Path | None:
     found = sorted(directory.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     return found[-1] if found else None
@@ -118,10 +140,16 @@ def fit(
     """
     _check_data(model, train_data)
     seed_everything(config.seed)
-    precision = config.mixed_precision
-    if precision == "auto":
-        precision = mixed_precision(compute_dtype(pick_device()))
-    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum)
+    # Precision is handled below (autocast + GradScaler), so accelerate is told "no" whatever its config says.
+    # Micro-batches are fetched a step ahead (to count the step's tokens), so accumulation syncs by count, not
+    # at the end of a dataloader.
+    accumulation = GradientAccumulationPlugin(num_steps=config.grad_accum, sync_with_dataloader=False)
+    # cpu=True without a GPU lets `accelerate launch` / torchrun start gloo processes on CPU.
+    accelerator = Accelerator(mixed_precision="no", gradient_accumulation_plugin=accumulation,
+                              cpu=pick_device().type == "cpu")
+    dtype = autocast_dtype(config.mixed_precision, accelerator.device)
+    autocast = torch.autocast(accelerator.device.type, dtype=dtype, enabled=dtype != torch.float32)
+    scaler = torch.amp.GradScaler(accelerator.device.type, enabled=dtype == torch.float16)
     pad = pad_token_id if pad_token_id is not None else model.config.pad_token_id
     if pad is None:
         pad = model.config.eos_token_id
@@ -137,10 +165,14 @@ def fit(
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay, fused=use_fused)
     # Stepped by hand once per optimizer step (accelerate would step a prepared scheduler once per process).
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+    if config.compile:
+        model = torch.compile(model)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
+    if scaler.is_enabled():  # a disabled scaler has no state to save
+        accelerator.register_for_checkpointing(scaler)
 
-    history, start = History(), 0
+    history, start = History(precision=mixed_precision(dtype)), 0
     ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     if config.resume and ckpt is not None and (last := _latest_checkpoint(ckpt)) is not None:
         accelerator.load_state(str(last))
@@ -170,17 +202,30 @@ def fit(
     bar = tqdm(range(start, config.steps), desc="training", disable=not (config.progress and accelerator.is_main_process))
     for step in bar:
         tic, step_loss, step_tokens = time.perf_counter(), 0.0, 0
-        for _ in range(config.grad_accum):
-            batch = next(stream)
+        micro_batches = [next(stream) for _ in range(config.grad_accum)]
+        # Weight each micro-batch by its share of the step's loss tokens (all processes), then undo the averaging
+        # that accelerate (over micro-batches) and DDP (over processes) apply to gradients.
+        step_loss_tokens = accelerator.reduce(sum(_loss_tokens(b) for b in micro_batches), "sum")
+        if step_loss_tokens.item() == 0:
+            raise ValueError("a training step has no response tokens: every label is -100 (check the masking)")
+        undo_averaging = accelerator.num_processes * config.grad_accum
+        for batch in micro_batches:
             with accelerator.accumulate(model):
-                loss = loss_fn(model, batch) if loss_fn is not None else model(**batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm:
-                    accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
-                optimizer.step()
+                with autocast:
+                    loss = loss_fn(model, batch) if loss_fn is not None else model(**batch).loss
+                share = loss.float() * (_loss_tokens(batch) / step_loss_tokens)
+                accelerator.backward(scaler.scale(share * undo_averaging))
+                if accelerator.sync_gradients:
+                    scaler.unscale_(optimizer)  # clip and step on true gradients
+                    if config.max_grad_norm:
+                        accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+                    scaler.step(optimizer)  # skipped when fp16 gradients overflowed
+                    scaler.update()
                 optimizer.zero_grad(set_to_none=True)
-            step_loss += accelerator.reduce(loss.detach().float(), "mean").item() / config.grad_accum
+            step_loss += accelerator.reduce(share.detach(), "sum").item()
             step_tokens += int(accelerator.reduce(batch["attention_mask"].sum(), "sum").item())
+        if scaler.is_enabled():
+            history.loss_scale.append(scaler.get_scale())
         history.lr.append(scheduler.get_last_lr()[0])
         scheduler.step()
         history.seconds += time.perf_counter() - tic

@@ -78,3 +78,11 @@ def test_nf4_quantization_loads_4bit_layers(tmp_path):
     assert isinstance(model.model.layers[0].self_attn.q_proj, bnb.nn.Linear4bit)
     with pytest.raises(ValueError, match="quantization must be"):
         models.load_model(str(tmp_path), device="cpu", quantization="int3")
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), torch.float16), ((8, 0), torch.bfloat16)])
+def test_4bit_compute_dtype_follows_the_card(capability, expected):
+    from anlp_ft.models import quantization_config
+    config = quantization_config("nf4", "cuda", capability=capability)  # a T4 is 7.5: no bf16
+    assert config.bnb_4bit_compute_dtype is expected and config.bnb_4bit_quant_type == "nf4"
+    assert quantization_config("nf4", "cpu").bnb_4bit_compute_dtype is torch.float32

@@ -96,3 +96,35 @@ def test_qlora_trains_through_fit(tmp_path, data):
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
     h = fit(model, data, TrainConfig(steps=8, batch_size=4, lr=5e-3, progress=False))
     assert all(math.isfinite(x) for x in h.loss) and h.loss[-1] < h.loss[0]
+
+
+def test_uneven_micro_batches_match_one_batch(tokenizer):
+    """The step's loss is the mean over all its response tokens, so accumulation is exact for any lengths."""
+    from tests.conftest import tiny_config
+    from transformers import LlamaForCausalLM
+    uneven = [encode_example(tokenizer, "Q:", " a" * (1 + 5 * (i % 2))) for i in range(8)]
+    losses = []
+    for bs, acc in [(4, 1), (2, 2), (1, 4)]:
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(tiny_config())
+        losses.append(fit(model, uneven, TrainConfig(steps=3, batch_size=bs, grad_accum=acc, lr=1e-3, progress=False)).loss)
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert losses[2] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_fp16_branch_autocasts_with_a_grad_scaler(tiny_model, data):
+    """The T4 branch (fp16 compute, fp32 master weights, loss scaling), forced on CPU."""
+    h = fit(tiny_model, data, TrainConfig(steps=20, batch_size=4, lr=2e-2, mixed_precision="fp16", progress=False))
+    assert h.precision == "fp16" and len(h.loss_scale) == 20 and h.loss_scale[0] > 1
+    assert all(p.dtype == torch.float32 for p in tiny_model.parameters())
+    assert h.loss[-1] < 0.5 * h.loss[0]
+    plain = fit(tiny_model, data, TrainConfig(steps=1, batch_size=4, mixed_precision="no", progress=False))
+    assert plain.precision == "no" and plain.loss_scale == []
+
+
+def test_auto_precision_follows_the_card():
+    from anlp_ft.train import autocast_dtype
+    assert autocast_dtype("auto", torch.device("cpu")) is torch.float32
+    assert autocast_dtype("fp16", torch.device("cpu")) is torch.float16
+    with pytest.raises(ValueError, match="mixed_precision"):
+        autocast_dtype("fp8", torch.device("cpu"))
