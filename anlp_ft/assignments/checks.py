@@ -46,6 +46,12 @@ class CheckFailed(AssertionError):
     """
 
 
+def require(condition: bool, message: str) -> None:
+    """Raise CheckFailed(message) unless condition holds: the public checks' one assertion."""
+    if not condition:
+        raise CheckFailed(message)
+
+
 def _is_stub(error: NotImplementedError) -> bool:
     # The lab stub is a bare `raise NotImplementedError`. Library errors that happen to be
     # NotImplementedError (e.g. torch: "operator not implemented for 'MPS' backend") carry a

@@ -11,15 +11,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..checks import CheckFailed
+from ..checks import CheckFailed, require as _require
 from ...formatting import IGNORE_INDEX, encode_example, plain_prompt
 
 __all__ = ["ex1", "ex2", "ex3", "ex4", "ex5", "ex6", "ex7"]
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise CheckFailed(message)
 
 
 # ex1: input_ids and labels with the prompt masked ------------------------------------------------------------
