@@ -1,0 +1,133 @@
+"""Public checks for lab 03, chat tuning (labs/03_chat_tuning.ipynb).
+
+Each function checks one exercise and raises CheckFailed with what to fix; a returned string is shown after
+the tick. ex1 and ex2 need only the tokenizer; ex3 runs a few greedy generations.
+"""
+from __future__ import annotations
+
+from ..checks import CheckFailed, require as _require
+from ...chat_tuning import follows_format, recall_chats, render_llama3
+from ...data.chat import follows_rule, make_chats
+from ...evaluate import generate
+from ...formatting import IGNORE_INDEX, encode_chat
+
+__all__ = ["ex1", "ex2", "ex3", "ex4"]
+
+EXAMPLE = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "assistant", "content": "The capital of France is Paris."},
+]
+
+
+# ex1: a Jinja chat template for the Llama 3 format ------------------------------------------------------------
+def _render(tokenizer, template: str, messages: list[dict], generation: bool) -> str:
+    try:
+        return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                             add_generation_prompt=generation)
+    except Exception as error:  # a Jinja syntax error, an undefined variable
+        raise CheckFailed(f"apply_chat_template could not render your template: {error}") from None
+
+
+def ex1(llama3_template, tokenizer, messages: list[dict] | None = None) -> str:
+    template = llama3_template() if callable(llama3_template) else llama3_template
+    _require(isinstance(template, str) and template.strip(),
+             "the template must be a string of Jinja code (it loops over `messages`)")
+    messages = messages or EXAMPLE
+    got, want = _render(tokenizer, template, messages, False), render_llama3(messages)
+    if got != want:
+        if got.strip() == want.strip():
+            raise CheckFailed("only whitespace at the start or end differs: use {{- ... }} or keep the template "
+                              "on one line, with no newlines outside the quoted strings")
+        if "<|begin_of_text|>" not in got:
+            raise CheckFailed("the text must start with <|begin_of_text|>, once, before the first message")
+        if got.count("<|begin_of_text|>") > 1:
+            raise CheckFailed("<|begin_of_text|> must appear once, before the loop, not once per message")
+        if "<|end_header_id|>\n\n" not in got:
+            raise CheckFailed("after each <|end_header_id|> comes a blank line: '\\n\\n', then the content")
+        raise CheckFailed(f"the rendering differs from the expected string.\n  expected: {want!r}\n  got:      {got!r}")
+    prompt = _render(tokenizer, template, messages[:-1], True)
+    _require(prompt == render_llama3(messages[:-1], add_generation_prompt=True),
+             "with add_generation_prompt=True the text must end with the assistant's header "
+             "'<|start_header_id|>assistant<|end_header_id|>\\n\\n' (and nothing after it); without it, no header: "
+             "use {% if add_generation_prompt %}")
+    _require(_render(tokenizer, template, messages, False) == want and not want.endswith("\n\n"),
+             "without add_generation_prompt the text must end with the last message's <|eot_id|>")
+    return f"{len(messages)} messages render exactly ({len(want)} characters), generation prompt included"
+
+
+# ex2: assistant-only labels ------------------------------------------------------------------------------------
+def _diagnose(tokenizer, ids: list[int], got: list[int], want: list[int]) -> str:
+    extra = [i for i, (g, w) in enumerate(zip(got, want)) if g != IGNORE_INDEX and w == IGNORE_INDEX]
+    missing = [i for i, (g, w) in enumerate(zip(got, want)) if g == IGNORE_INDEX and w != IGNORE_INDEX]
+    wrong = [i for i, (g, w) in enumerate(zip(got, want)) if g != IGNORE_INDEX and w != IGNORE_INDEX and g != w]
+    show = lambda where: "".join(tokenizer.decode([ids[i]]) for i in where[:12])
+    if wrong:
+        return "some labels differ from input_ids: a labelled position must copy its token (no shifting)"
+    if extra and all(tokenizer.decode([ids[i]]).strip() == "" for i in extra):
+        return (f"the newline after <|im_end|> is labelled ({len(extra)} positions): it is layout, not something "
+                "the model must write; stop the labels at <|im_end|>")
+    if extra:
+        return f"{len(extra)} positions are labelled that must be -100, e.g. {show(extra)!r}: only assistant turns count"
+    if missing and all(ids[i] == tokenizer.eos_token_id for i in missing):
+        return ("the assistant's end-of-turn token <|im_end|> must be labelled too: it is how the model learns to "
+                "stop")
+    return f"{len(missing)} assistant tokens are -100 but must be labelled, e.g. {show(missing)!r}: label every " \
+           "assistant turn, not only the last one"
+
+
+def ex2(build_chat_example, tokenizer, chats: list[list[dict]] | None = None) -> str:
+    chats = chats or [make_chats(1, seed=0)[0]["messages"], recall_chats(1, seed=0)[0]["messages"]]
+    for messages in chats:
+        got = build_chat_example(tokenizer, messages)
+        _require(isinstance(got, dict) and {"input_ids", "labels"} <= set(got),
+                 "build_chat_example must return a dict with the keys 'input_ids' and 'labels'")
+        want = encode_chat(tokenizer, messages)
+        ids, labels = list(got["input_ids"]), list(got["labels"])
+        _require(ids == want["input_ids"],
+                 "input_ids must be the tokens of tokenizer.apply_chat_template(messages, tokenize=False), tokenized "
+                 "with add_special_tokens=False")
+        _require(len(labels) == len(ids), f"labels has {len(labels)} entries for {len(ids)} input_ids")
+        if labels != want["labels"]:
+            turns = sum(m["role"] == "assistant" for m in messages)
+            raise CheckFailed(f"on a chat with {turns} assistant turn(s): " + _diagnose(tokenizer, ids, labels, want["labels"]))
+        whole = build_chat_example(tokenizer, messages, assistant_only=False)
+        _require(list(whole["input_ids"]) == ids and list(whole["labels"]) == ids,
+                 "with assistant_only=False the labels must copy input_ids: the loss on the whole sequence")
+    n = sum(x != IGNORE_INDEX for x in want["labels"])
+    return f"labels match encode_chat on single- and multi-turn chats ({n} of {len(want['labels'])} tokens labelled)"
+
+
+# ex3: adherence and accuracy from greedy replies -------------------------------------------------------------
+def ex3(evaluate_chats, model, tokenizer, n: int = 6, max_new_tokens: int = 12) -> str:
+    chats = make_chats(n, seed=123)
+    got = evaluate_chats(model, chats)
+    _require(isinstance(got, dict) and {"adherence", "accuracy", "outputs"} <= set(got),
+             "evaluate_chats must return a dict with 'adherence', 'accuracy' and 'outputs'")
+    outputs = generate(model, tokenizer, [c["messages"][:-1] for c in chats], max_new_tokens=max_new_tokens)
+    _require(len(got["outputs"]) == n, f"expected one output per chat ({n}), got {len(got['outputs'])}")
+    if [o.strip() for o in got["outputs"]] != [o.strip() for o in outputs]:
+        raise CheckFailed("the replies differ from greedy generation on each chat without its last (assistant) "
+                          "message: generate(model, tokenizer, [c['messages'][:-1] for c in chats], "
+                          f"max_new_tokens=MAX_NEW_TOKENS). First expected {outputs[0]!r}, got {got['outputs'][0]!r}")
+    adherence = sum(follows_format(o, c["rule"]) for o, c in zip(outputs, chats)) / n
+    acc = sum(follows_rule(o, c["rule"], c["answer"]) for o, c in zip(outputs, chats)) / n
+    _require(abs(got["adherence"] - adherence) < 1e-9,
+             f"adherence should be {adherence:.3f} (the fraction of replies with follows_format(output, rule)), "
+             f"got {got['adherence']}")
+    _require(abs(got["accuracy"] - acc) < 1e-9,
+             f"accuracy should be {acc:.3f} (the fraction with follows_rule(output, rule, answer)), got {got['accuracy']}")
+    return f"adherence {adherence:.2f}, accuracy {acc:.2f} on {n} chats"
+
+
+# ex4: chat tuning reaches the adherence target -------------------------------------------------------------
+def ex4(history, before: float, after: float, target: float = 0.95) -> str:
+    _require(history is not None and len(getattr(history, "loss", [])) > 1,
+             "chat_tune must return (model, history) with the History that fit() returns")
+    first, last = history.loss[0], history.final_loss
+    _require(last < first / 2, f"the training loss went from {first:.3f} to only {last:.3f}: check the LoRA "
+                               "settings, learning rate and steps given above")
+    _require(after >= target, f"adherence on held-out prompts is {after:.1%} after tuning, below the {target:.0%} "
+                              f"target (before: {before:.1%}): train on the assistant-only examples with the given "
+                              "configuration")
+    return f"adherence {before:.1%} -> {after:.1%}"
