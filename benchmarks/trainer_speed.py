@@ -18,6 +18,7 @@ import time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
+from anlp_ft.memory import ModelShape
 from anlp_ft.runtime import compute_dtype, mixed_precision, pick_device
 from anlp_ft.train import TrainConfig, fit
 
@@ -47,8 +48,8 @@ def median(xs: list[float]) -> float:
 
 
 def n_params(layers: int) -> int:
-    return sum(p.numel() for p in LlamaForCausalLM(LlamaConfig(**{**SMOLLM2_135M, "num_hidden_layers": layers}),
-                                                  ).parameters())
+    """From the shape (anlp_ft.memory), without building a model."""
+    return ModelShape.from_config(LlamaConfig(**{**SMOLLM2_135M, "num_hidden_layers": layers})).n_params
 
 
 def mfu(tok_per_s: float, params: int, layers: int, seq: int) -> float | None:
