@@ -8,12 +8,15 @@ pass, which grow with batch x sequence length. LoRA trains few parameters, so on
 QLoRA also stores the frozen weights in 4 bits. ZeRO stages 1-3 split optimizer states, gradients and weights
 over N data-parallel GPUs.
 
-`activation_bytes` is exact for a Llama-style transformers model in fp32 on CPU (the attention kernel keeps
-queries, keys, values, output and the log-sum-exp, not the s x s scores); `measure_saved_activation_bytes`
-checks it with `torch.autograd.graph.saved_tensors_hooks`.
+`activation_bytes` is exact for a Llama-style transformers model in fp32 on CPU, with and without LoRA (the
+attention kernel keeps queries, keys, values, output and the log-sum-exp, not the s x s scores);
+`measure_saved_activation_bytes` checks it with `torch.autograd.graph.saved_tensors_hooks`. A step peaks at the
+start of backward, when the loss's gradients over the vocabulary join the activations (`logit_gradient_bytes`);
+`peak_bytes_during` measures that peak from the allocator, on CPU as on CUDA.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Literal, Mapping
@@ -26,7 +29,9 @@ GB = 1e9  # memory in decimal gigabytes, as GPU data sheets and the lecture's ta
 
 Method = Literal["full", "lora", "qlora"]
 Precision = Literal["fp32", "mixed"]
-PARTS = ("parameters", "gradients", "master weights", "Adam first moment", "Adam second moment", "activations")
+PARTS = ("parameters", "gradients", "master weights", "Adam first moment", "Adam second moment", "activations",
+         "logit gradients")
+PER_BATCH = ("activations", "logit gradients")  # grow with batch x sequence length; the rest is per parameter
 
 
 # ---------------------------------------------------------------------------------------------------- shapes
@@ -118,6 +123,12 @@ def activation_bytes(shape: ModelShape, batch: int, seq: int, *, bytes_per_value
     cos and sin (2 s d, shared by the batch), the final norm (3h + 1) and the log-softmax of the logits (V).
     With gradient checkpointing only each layer's input (h per token) is kept; a layer's activations are
     rebuilt one layer at a time during backward.
+
+    With LoRA (lora_rank > 0; base weights, norms, embeddings and head frozen, as peft leaves them) each
+    adapter keeps x A (r values), and what only weight gradients needed is not kept: each norm's normalised
+    input (2h per layer), the first norm's input and 1/rms (the embeddings need no gradient: h + 1) and the
+    final norm's normalised input and output (the head needs no gradient: 2h). With checkpointing, peft's
+    `enable_input_require_grads` makes the embeddings' output require a gradient, so only the final 2h go.
     """
     h, i, a, d = shape.hidden, shape.intermediate, shape.heads, shape.head_dim
     kv = shape.kv_heads * d
@@ -127,11 +138,21 @@ def activation_bytes(shape: ModelShape, batch: int, seq: int, *, bytes_per_value
         once = 0
     else:
         per_layer = 2 * (3 * h + 1) + (2 * h + 2 * kv + a) + 4 * i
-        per_layer += lora_rank * len(lora_targets)  # x @ A, kept as the input of B
         once = 2 * seq * d  # cos, sin
     head = (3 * h + 1) + shape.vocab
+    if lora_rank:
+        head -= 2 * h if checkpointing else 3 * h + 1
+        if not checkpointing:
+            per_layer += lora_rank * len(lora_targets) - 2 * h
     values = tokens * (shape.layers * per_layer + head) + once + 1  # + the loss scalar
     return values * bytes_per_value
+
+
+def logit_gradient_bytes(shape: ModelShape, batch: int, seq: int) -> int:
+    """The transient peak of the loss: while backward starts, the gradients with respect to the log-softmax
+    and to the logits (b s V values each) are alive beside the saved activations, and so is the loss's own
+    gradient (one value). transformers computes the loss in fp32 in every precision: 4 bytes per value."""
+    return (2 * batch * seq * shape.vocab + 1) * 4
 
 
 def korthikanti_activation_bytes(shape: ModelShape, batch: int, seq: int) -> float:
@@ -201,7 +222,7 @@ def lora_param_count(shape: ModelShape, rank: int, targets: tuple[str, ...] = LO
 
 
 def memory_breakdown(shape: ModelShape, setup: TrainSetup) -> dict[str, float]:
-    """Bytes per GPU for each part of a training step (keys: PARTS)."""
+    """Bytes per GPU for each part of a training step at its peak, the start of backward (keys: PARTS)."""
     P = shape.n_params
     w = 4 if setup.precision == "fp32" else 2  # bytes of a weight / gradient / activation value
     if setup.method == "full":
@@ -226,14 +247,15 @@ def memory_breakdown(shape: ModelShape, setup: TrainSetup) -> dict[str, float]:
                             lora_rank=setup.lora_rank if setup.method != "full" else 0,
                             lora_targets=setup.lora_targets)
     parts = {"parameters": float(params), "gradients": float(grads), "master weights": float(master),
-             "Adam first moment": float(moments), "Adam second moment": float(moments), "activations": float(acts)}
+             "Adam first moment": float(moments), "Adam second moment": float(moments), "activations": float(acts),
+             "logit gradients": float(logit_gradient_bytes(shape, setup.batch, setup.seq))}
     return zero_partition(parts, setup.zero_stage, setup.n_gpus)
 
 
 def zero_partition(parts: Mapping[str, float], stage: int, n_gpus: int) -> dict[str, float]:
     """Per-GPU bytes under ZeRO (Rajbhandari et al., 2020): stage 1 splits the optimizer states (Adam moments
     and fp32 master weights) over the N GPUs, stage 2 also the gradients, stage 3 also the weights.
-    Activations belong to each GPU's own micro-batch and are not split."""
+    Activations and logit gradients belong to each GPU's own micro-batch and are not split."""
     split = {1: {"master weights", "Adam first moment", "Adam second moment"}}
     split[2] = split[1] | {"gradients"}
     split[3] = split[2] | {"parameters"}
@@ -325,16 +347,44 @@ def measured_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimize
     return out
 
 
-def cuda_peak_bytes(step: Callable[[], object], device: torch.device | str | None = None) -> int | None:
-    """torch.cuda.max_memory_allocated over one call of `step`; None (and a printed note) off CUDA."""
-    if not torch.cuda.is_available():
-        print("CUDA peak memory: skipped on CPU (no CUDA device); run on a GPU to compare with the prediction")
-        return None
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    step()
-    torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device)
+def peak_bytes_during(step: Callable[[], object], device: torch.device | str = "cpu") -> int:
+    """The most bytes allocated at once during `step()`, counted above what was allocated when it began.
+
+    On CUDA: the caching allocator's `max_memory_allocated` less `memory_allocated` before the step. On CPU:
+    the allocation events torch.profiler records (each carries the allocator's running total), which is the
+    same quantity. Add the bytes alive before the step (`measured_state_bytes`) for the step's peak. Tensors
+    that existed before the step must outlive it (e.g. `zero_grad(set_to_none=False)`): the CPU profiler does
+    not see them freed.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - start
+    if device.type != "cpu":
+        raise ValueError(f"peak memory is measured on 'cpu' or 'cuda', not {device.type!r}")
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # else each profile prints start/stop lines into the notebook
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = []
+    pending = list(prof.profiler.kineto_results.experimental_event_tree())
+    while pending:
+        event = pending.pop()
+        pending.extend(event.children)
+        if event.tag == _EventType.Allocation and event.extra_fields.device.type == "cpu":
+            events.append((event.start_time_ns, event.extra_fields.alloc_size, event.extra_fields.total_allocated))
+    if not events:
+        return 0
+    events.sort()
+    start = events[0][2] - events[0][1]
+    return max(0, max(total for _, _, total in events) - start)
 
 
 def accelerate_estimate(n_params: int, bytes_per_param: int = 4) -> dict[str, float]:
