@@ -387,6 +387,35 @@ def peak_bytes_during(step: Callable[[], object], device: torch.device | str = "
     return max(0, max(total for _, _, total in events) - start)
 
 
+def measure_training_step(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, int | None]:
+    """Memory of one Adam step on `batch`, measured: after a first step has created the gradients and Adam's
+    states (which then live through training), one more step at lr 0 (the weights stay as they are). Returns the
+    long-lived parts counted from the tensors (`measured_state_bytes`), the activations autograd saves, and
+    "peak": those parts plus the most allocated during the step (`peak_bytes_during`). Where the allocator keeps
+    no statistics (MPS) "peak" is None, and a line says so."""
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
+    was_training = model.training
+    model.train()
+
+    def step():
+        model(**batch).loss.backward()
+        optimizer.step()
+
+    step()
+    optimizer.zero_grad(set_to_none=False)
+    state = measured_state_bytes(model, optimizer)
+    if device.type in ("cpu", "cuda"):
+        peak = sum(state.values()) + peak_bytes_during(step, device)
+    else:
+        peak = None
+        print(f"peak memory: not measured on {device.type} (its allocator keeps no peak); parts counted from tensors")
+    activations = measure_saved_activation_bytes(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return {**state, "activations": activations, "peak": peak}
+
+
 def accelerate_estimate(n_params: int, bytes_per_param: int = 4) -> dict[str, float]:
     """What `accelerate estimate-memory` reports for training with Adam: weights, gradients and two optimizer
     states, all at the load dtype (4x the weights). No activations, no fp32 master copy."""

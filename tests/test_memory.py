@@ -137,16 +137,8 @@ def test_predicted_peak_is_the_measured_cpu_peak(method):
     if method == "lora":
         model = _lora(model)
     ids = torch.randint(0, 1000, (3, 16))
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
-
-    def step():
-        model(input_ids=ids, labels=ids).loss.backward()
-        opt.step()
-
-    step()
-    opt.zero_grad(set_to_none=False)  # gradients and Adam states exist before the measured step, as in training
-    state = M.measured_state_bytes(model, opt)
-    measured = sum(state.values()) - state["buffers"] + M.peak_bytes_during(step)
+    step = M.measure_training_step(model, {"input_ids": ids, "labels": ids})
+    measured = step["peak"] - step["buffers"]
     setup = TrainSetup(method=method, precision="fp32", batch=3, seq=16, lora_rank=4)
     predicted = M.total_bytes(M.memory_breakdown(ModelShape.from_config(config), setup))
     # peft multiplies each adapter's output by its scaling, a Python float that autograd saves as a 0-dim
