@@ -168,7 +168,8 @@ def measure_saved_activation_bytes(model: torch.nn.Module, batch: Mapping[str, t
 
     Every tensor passed to saved_tensors_hooks' pack hook is counted once per storage (views share one), and
     the model's parameters are left out (they are weights, not activations). Integer tensors (token ids,
-    labels) are left out unless include_integer. The graph is freed without a backward pass.
+    labels) are left out unless include_integer. The graph is freed without a backward pass, and nothing of it
+    outlives the call.
     """
     param_storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: dict[int, int] = {}
@@ -178,7 +179,9 @@ def measure_saved_activation_bytes(model: torch.nn.Module, batch: Mapping[str, t
         key = storage.data_ptr()
         if key not in param_storages and key not in seen and (include_integer or t.is_floating_point()):
             seen[key] = storage.nbytes()
-        return t
+        # Not t itself: a saved output holds its own grad_fn, a cycle through C++ that Python's garbage
+        # collector cannot see, so every call would leak its whole graph and activations.
+        return t.detach()
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = model(**batch)

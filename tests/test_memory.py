@@ -1,8 +1,13 @@
+import gc
+import weakref
+
 import pytest
 import torch
 from transformers import LlamaForCausalLM
 
 from anlp_ft import memory as M
+from anlp_ft.assignments.checks import CheckFailed
+from anlp_ft.assignments.public import lab05
 from anlp_ft.memory import GB, MODELS, ModelShape, TrainSetup
 
 from conftest import tiny_config
@@ -49,6 +54,42 @@ def test_measured_activation_bytes_match_the_formula(batch, seq, checkpointing):
     measured = M.measure_saved_activation_bytes(model, {"input_ids": ids, "labels": ids})
     predicted = M.activation_bytes(ModelShape.from_config(config), batch, seq, checkpointing=checkpointing)
     assert measured == predicted
+
+
+def _leaking_saved_bytes(model, batch):
+    """The natural first attempt at lab 05's exercise 2: pack returns t itself."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen = {}
+
+    def pack(t):
+        if t.is_floating_point() and t.untyped_storage().data_ptr() not in params:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(**batch)
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("leaks", [False, True])
+def test_activation_measurement_frees_its_graph(leaks):
+    # The final hidden states are saved by the head: alive after the call means the graph leaked.
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config(vocab_size=1000)).train()
+    ids = torch.randint(0, 1000, (2, 8))
+    batch = {"input_ids": ids, "labels": ids}
+    alive = []
+    model.model.norm.register_forward_hook(lambda m, args, out: alive.append(weakref.ref(out)))
+    measure = _leaking_saved_bytes if leaks else M.measure_saved_activation_bytes
+    assert measure(model, batch) == M.measure_saved_activation_bytes(model, batch)  # same count either way
+    gc.collect()
+    assert (alive[0]() is not None) == leaks
+
+
+def test_lab05_check_names_the_graph_leak():
+    with pytest.raises(CheckFailed, match=r"return t\.detach\(\) from pack"):
+        lab05.ex2(_leaking_saved_bytes)
+    assert "as expected" in lab05.ex2(M.measure_saved_activation_bytes)
 
 
 def test_lora_and_qlora_counts():

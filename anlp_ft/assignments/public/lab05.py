@@ -1,7 +1,9 @@
 """Public checks for Lab 05 (memory accounting): each raises CheckFailed with what to fix."""
 from __future__ import annotations
 
+import gc
 import math
+import weakref
 
 import torch
 
@@ -40,7 +42,17 @@ def ex2(saved_activation_bytes) -> str:
     model = LlamaForCausalLM(config).train()
     ids = torch.randint(0, 300, (2, 9))
     batch = {"input_ids": ids, "labels": ids}
-    got = saved_activation_bytes(model, batch)
+    alive = []  # the final hidden states, which the head saves for backward: are they freed afterwards?
+    hook = model.model.norm.register_forward_hook(lambda module, args, out: alive.append(weakref.ref(out)))
+    try:
+        got = saved_activation_bytes(model, batch)
+    finally:
+        hook.remove()
+    gc.collect()
+    if any(ref() is not None for ref in alive):
+        raise CheckFailed("the forward pass's graph outlives your function: return t.detach() from pack, not t. "
+                          "A saved output holds its own grad_fn, a reference cycle through C++ that Python's "
+                          "garbage collector cannot free, so every call leaks all of its activations")
     expected = memory.measure_saved_activation_bytes(model, batch)
     if got != expected:
         hints = []
