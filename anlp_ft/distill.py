@@ -11,7 +11,6 @@ import time
 from typing import Callable, Literal, Sequence
 
 import torch
-import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .evaluate import generate
@@ -135,9 +134,3 @@ def generation_tokens_per_s(model: PreTrainedModel, tokenizer: PreTrainedTokeniz
         best = min(best, time.perf_counter() - tic)
     model.train(was_training)
     return len(prompts) * new_tokens / best
-
-
-def kl_divergence_reference(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
-    """KL(P || Q) per row through torch.nn.functional.kl_div (input: log q, target: log p), to check kd_loss."""
-    return F.kl_div(q_logits.float().log_softmax(-1), p_logits.float().log_softmax(-1), reduction="none",
-                    log_target=True).sum(-1)

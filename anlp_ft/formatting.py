@@ -16,6 +16,23 @@ from .data.chat import validate_messages
 IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
 PLAIN_TEMPLATE = "Question: {question}\nAnswer:"
 
+# The lecture's Llama 3 format. Every turn is a header, a blank line, the content and <|eot_id|>;
+# add_generation_prompt opens the assistant's header so the model writes the reply.
+LLAMA3_CHAT_TEMPLATE = (
+    "{{ '<|begin_of_text|>' }}"
+    "{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+
+def render_llama3(messages: list[dict], add_generation_prompt: bool = False) -> str:
+    """The same format in plain Python: what LLAMA3_CHAT_TEMPLATE must render."""
+    text = "<|begin_of_text|>" + "".join(
+        f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content']}<|eot_id|>" for m in messages)
+    return text + ("<|start_header_id|>assistant<|end_header_id|>\n\n" if add_generation_prompt else "")
+
 
 def plain_prompt(question: str) -> str:
     """The course's plain prompt format; responses follow it after a space."""

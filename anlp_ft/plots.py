@@ -1,10 +1,12 @@
-"""Plots the notebooks draw: loss curves, before/after bars and data-efficiency curves."""
+"""Plots the notebooks draw: loss curves, before/after bars, data-efficiency curves, memory bars and lab 05's
+memory calculator (ipywidgets around `anlp_ft.memory.calculate`)."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 
+from .memory import GPUS, MODELS, calculate
 from .train import History
 
 
@@ -43,3 +45,46 @@ def plot_curves(x: Sequence[float], curves: Mapping[str, Sequence[float]], *, xl
         ax.set_xscale("log")
     ax.legend()
     return ax
+
+
+def plot_memory_bar(parts_gb: Mapping[str, float], capacity_gb: float | None = None, *, label: str = "",
+                    ax=None, title: str = "memory per GPU"):
+    """One stacked bar of the parts, with the GPU's capacity as a dashed line."""
+    ax = ax or plt.subplots(figsize=(5, 4))[1]
+    bottom = 0.0
+    for part, value in parts_gb.items():
+        if value > 0:
+            ax.bar([label or "step"], [value], bottom=bottom, label=part)
+            bottom += value
+    if capacity_gb is not None:
+        ax.axhline(capacity_gb, color="black", linestyle="--", label=f"GPU: {capacity_gb:g} GB")
+    ax.set(ylabel="GB", title=title)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+    return ax
+
+
+def memory_calculator():
+    """An ipywidgets calculator (model, batch, sequence length, precision, method, checkpointing, ZeRO stage,
+    GPUs, GPU) that redraws the stacked bar against the chosen GPU; its logic is `calculate`."""
+    import ipywidgets as widgets  # only the calculator needs it
+
+    def draw(**kw):
+        result = calculate(**kw)
+        fig, ax = plt.subplots(figsize=(5, 4))
+        plot_memory_bar(result.parts_gb, result.capacity_gb, label=kw["method"], ax=ax)
+        ax.set_title(result.summary, fontsize=8)
+        plt.show()
+
+    return widgets.interactive(
+        draw,
+        model=widgets.Dropdown(options=list(MODELS), value="1.7B"),
+        batch=widgets.IntSlider(value=4, min=1, max=64),
+        seq=widgets.Dropdown(options=[256, 512, 1024, 2048, 4096], value=1024),
+        precision=widgets.Dropdown(options=["mixed", "fp32"], value="mixed"),
+        method=widgets.ToggleButtons(options=["full", "lora", "qlora"], value="full"),
+        gradient_checkpointing=widgets.Checkbox(value=False, description="checkpointing"),
+        zero_stage=widgets.IntSlider(value=0, min=0, max=3),
+        n_gpus=widgets.IntSlider(value=1, min=1, max=64),
+        gpu=widgets.Dropdown(options=list(GPUS), value="T4"),
+        lora_rank=widgets.fixed(16),
+    )

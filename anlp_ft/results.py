@@ -5,10 +5,23 @@ import json
 import os
 from pathlib import Path
 
-from .assignments.checks import MISSING
-
 RESULTS_ENV = "ANLP_FT_RESULTS"  # a JSON-lines file; set by `anlp-ft course`
 NOTEBOOK_ENV = "ANLP_FT_NOTEBOOK"  # the notebook `anlp-ft course` is running, e.g. "solutions/01_x.ipynb"
+
+
+class _Missing:
+    """An outcome that was not measured: what `anlp_ft.assignments.attempt` returns for an exercise that is still
+    the stub. No real code produces it, so the results section can tell "not done yet" (reported, scores 0) from
+    a wrong result (fails)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING = _Missing()
 
 
 def _fmt(value) -> str:

@@ -38,9 +38,22 @@ def compute_dtype(device: torch.device | str | None = None, capability: tuple[in
     return torch.bfloat16 if capability >= (8, 0) else torch.float16
 
 
+# accelerate's names for the precisions fit() can autocast to ("fp16" also means a GradScaler).
+PRECISIONS: dict[str, torch.dtype] = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def mixed_precision(dtype: torch.dtype) -> Literal["no", "bf16", "fp16"]:
-    """accelerate's name for autocasting to `dtype`; "fp16" also turns on its GradScaler."""
+    """accelerate's name for autocasting to `dtype`; "fp16" also turns on a GradScaler."""
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "no")
+
+
+def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype:
+    """The inverse of `mixed_precision`: "auto" follows the device (`compute_dtype`), else "no"/"bf16"/"fp16"."""
+    if precision == "auto":
+        return compute_dtype(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"mixed_precision must be 'auto', 'no', 'bf16' or 'fp16', got {precision!r}")
+    return PRECISIONS[precision]
 
 
 def seed_everything(seed: int) -> None:

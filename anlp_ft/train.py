@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .formatting import IGNORE_INDEX, Collator
-from .runtime import compute_dtype, mixed_precision, pick_device, seed_everything
+from .runtime import autocast_dtype, mixed_precision, pick_device, seed_everything
 
 
 @dataclass
@@ -106,16 +106,6 @@ def _check_data(model, train_data: Sequence[dict]) -> None:
                          f"shorten or drop it")
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype fit() autocasts to: "auto" follows the device (runtime.compute_dtype), else "no"/"bf16"/"fp16"."""
-    if precision == "auto":
-        return compute_dtype(device)
-    names = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision not in names:
-        raise ValueError(f"mixed_precision must be 'auto', 'no', 'bf16' or 'fp16', got {precision!r}")
-    return names[precision]
-
-
 def _loss_tokens(batch: dict) -> torch.Tensor:
     """How many tokens the loss is averaged over: labels that are not IGNORE_INDEX, after the shift by one."""
     return (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
@@ -124,6 +114,51 @@ def _loss_tokens(batch: dict) -> torch.Tensor:
 def _latest_checkpoint(directory: Path) -> Path | None:
     found = sorted(directory.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     return found[-1] if found else None
+
+
+def _resume(accelerator: Accelerator, config: TrainConfig, history: History) -> tuple[History, int]:
+    """With config.resume, load the newest checkpoint (model, optimizer, schedule, scaler, history) and return
+    the step to continue from; else the fresh history and step 0."""
+    if not (config.resume and config.checkpoint_dir):
+        return history, 0
+    last = _latest_checkpoint(Path(config.checkpoint_dir))
+    if last is None:
+        return history, 0
+    accelerator.load_state(str(last))
+    history = History(**json.loads((last / "history.json").read_text()))
+    start = history.steps[-1] + 1 if history.steps else 0
+    accelerator.print(f"resumed from {last} at step {start}")
+    return history, start
+
+
+def _save_checkpoint(accelerator: Accelerator, config: TrainConfig, history: History, step: int) -> None:
+    target = Path(config.checkpoint_dir) / f"step-{step}"
+    accelerator.save_state(str(target))
+    if accelerator.is_main_process:
+        (target / "history.json").write_text(json.dumps(asdict(history)))
+
+
+def _batch_stream(train_data: Sequence[dict], config: TrainConfig, accelerator: Accelerator, collate: Collator,
+                  skip: int) -> Iterator[dict]:
+    """Micro-batches forever, after skipping the first `skip` (resume). Epoch e is a fixed permutation seeded by
+    (seed, e), so a resumed run sees exactly the batches an uninterrupted one would; each process gets its shard."""
+    per_epoch = math.ceil(len(train_data) / config.batch_size)
+    epoch, skip_in_epoch = divmod(skip, max(1, per_epoch // accelerator.num_processes))
+    while True:
+        order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+        loader = accelerator.prepare(DataLoader(Subset(train_data, order.tolist()), batch_size=config.batch_size,
+                                                shuffle=False, collate_fn=collate))
+        if skip_in_epoch:
+            loader = accelerator.skip_first_batches(loader, skip_in_epoch)
+            skip_in_epoch = 0
+        yield from loader
+        epoch += 1
+
+
+def _pad_id(model: torch.nn.Module, pad_token_id: int | None) -> int:
+    if pad_token_id is not None:
+        return pad_token_id
+    return model.config.pad_token_id if model.config.pad_token_id is not None else model.config.eos_token_id
 
 
 def fit(
@@ -140,29 +175,27 @@ def fit(
     """
     _check_data(model, train_data)
     seed_everything(config.seed)
-    # Precision is handled below (autocast + GradScaler), so accelerate is told "no" whatever its config says.
+    collate = Collator(_pad_id(model, pad_token_id))
+
+    # --- Set-up: accelerator, precision, optimizer, schedule.
+    # Precision is handled here (autocast + GradScaler), so accelerate is told "no" whatever its config says.
     # Micro-batches are fetched a step ahead (to count the step's tokens), so accumulation syncs by count, not
-    # at the end of a dataloader.
-    accumulation = GradientAccumulationPlugin(num_steps=config.grad_accum, sync_with_dataloader=False)
-    # cpu=True without a GPU lets `accelerate launch` / torchrun start gloo processes on CPU.
-    accelerator = Accelerator(mixed_precision="no", gradient_accumulation_plugin=accumulation,
-                              cpu=pick_device().type == "cpu")
+    # at the end of a dataloader. cpu=True without a GPU lets `accelerate launch` / torchrun start gloo processes.
+    accelerator = Accelerator(mixed_precision="no", cpu=pick_device().type == "cpu",
+                              gradient_accumulation_plugin=GradientAccumulationPlugin(
+                                  num_steps=config.grad_accum, sync_with_dataloader=False))
     dtype = autocast_dtype(config.mixed_precision, accelerator.device)
     autocast = torch.autocast(accelerator.device.type, dtype=dtype, enabled=dtype != torch.float32)
     scaler = torch.amp.GradScaler(accelerator.device.type, enabled=dtype == torch.float16)
-    pad = pad_token_id if pad_token_id is not None else model.config.pad_token_id
-    if pad is None:
-        pad = model.config.eos_token_id
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()  # frozen embeddings (LoRA) would otherwise cut the graph
-
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("the model has no trainable parameters (all requires_grad=False)")
-    use_fused = accelerator.device.type == "cuda"
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay, fused=use_fused)
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay,
+                                  fused=accelerator.device.type == "cuda")
     # Stepped by hand once per optimizer step (accelerate would step a prepared scheduler once per process).
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
     if config.compile:
@@ -171,35 +204,13 @@ def fit(
     accelerator.register_for_checkpointing(scheduler)
     if scaler.is_enabled():  # a disabled scaler has no state to save
         accelerator.register_for_checkpointing(scaler)
+    history, start = _resume(accelerator, config, History(precision=mixed_precision(dtype)))
+    stream = _batch_stream(train_data, config, accelerator, collate, skip=start * config.grad_accum)
 
-    history, start = History(precision=mixed_precision(dtype)), 0
-    ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir else None
-    if config.resume and ckpt is not None and (last := _latest_checkpoint(ckpt)) is not None:
-        accelerator.load_state(str(last))
-        saved = json.loads((last / "history.json").read_text())
-        history = History(**saved)
-        start = history.steps[-1] + 1 if history.steps else 0
-        accelerator.print(f"resumed from {last} at step {start}")
-
-    collate = Collator(pad)
-    per_epoch = math.ceil(len(train_data) / config.batch_size)
-
-    def batches(skip: int):
-        """Micro-batches forever; epoch e is a fixed permutation seeded by (seed, e), so resume is exact."""
-        epoch, skip_in_epoch = divmod(skip, max(1, per_epoch // accelerator.num_processes))
-        while True:
-            order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
-            loader = accelerator.prepare(DataLoader(Subset(train_data, order.tolist()), batch_size=config.batch_size,
-                                                    shuffle=False, collate_fn=collate))
-            if skip_in_epoch:
-                loader = accelerator.skip_first_batches(loader, skip_in_epoch)
-                skip_in_epoch = 0
-            yield from loader
-            epoch += 1
-
-    stream = batches(start * config.grad_accum)
+    # --- The loop: one optimizer step per iteration, over grad_accum micro-batches.
     model.train()
-    bar = tqdm(range(start, config.steps), desc="training", disable=not (config.progress and accelerator.is_main_process))
+    bar = tqdm(range(start, config.steps), desc="training",
+               disable=not (config.progress and accelerator.is_main_process))
     for step in bar:
         tic, step_loss, step_tokens = time.perf_counter(), 0.0, 0
         micro_batches = [next(stream) for _ in range(config.grad_accum)]
@@ -211,11 +222,11 @@ def fit(
         undo_averaging = accelerator.num_processes * config.grad_accum
         for batch in micro_batches:
             with accelerator.accumulate(model):
-                with autocast:
+                with autocast:  # forward
                     loss = loss_fn(model, batch) if loss_fn is not None else model(**batch).loss
                 share = loss.float() * (_loss_tokens(batch) / step_loss_tokens)
-                accelerator.backward(scaler.scale(share * undo_averaging))
-                if accelerator.sync_gradients:
+                accelerator.backward(scaler.scale(share * undo_averaging))  # backward
+                if accelerator.sync_gradients:  # the last micro-batch: clip and update
                     scaler.unscale_(optimizer)  # clip and step on true gradients
                     if config.max_grad_norm:
                         accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
@@ -224,10 +235,12 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
             step_loss += accelerator.reduce(share.detach(), "sum").item()
             step_tokens += int(accelerator.reduce(batch["attention_mask"].sum(), "sum").item())
-        if scaler.is_enabled():
-            history.loss_scale.append(scaler.get_scale())
         history.lr.append(scheduler.get_last_lr()[0])
         scheduler.step()
+
+        # --- Bookkeeping: record the step, evaluate, save a checkpoint.
+        if scaler.is_enabled():
+            history.loss_scale.append(scaler.get_scale())
         history.seconds += time.perf_counter() - tic
         history.steps.append(step)
         history.loss.append(step_loss)
@@ -240,11 +253,8 @@ def fit(
                 result = eval_fn(accelerator.unwrap_model(model))
             model.train()
             history.evals.append({"step": step + 1, **result})
-        if ckpt is not None and config.save_every and ((step + 1) % config.save_every == 0 or last):
-            target = ckpt / f"step-{step}"
-            accelerator.save_state(str(target))
-            if accelerator.is_main_process:
-                (target / "history.json").write_text(json.dumps(asdict(history)))
+        if config.checkpoint_dir and config.save_every and ((step + 1) % config.save_every == 0 or last):
+            _save_checkpoint(accelerator, config, history, step)
     bar.close()
     model.eval()
     if config.gradient_checkpointing:

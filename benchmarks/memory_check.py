@@ -25,8 +25,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from anlp_ft.memory import (GB, MODELS, TrainSetup, accelerate_estimate, measured_state_bytes,  # noqa: E402
-                             memory_breakdown, peak_bytes_during, total_bytes)
+from anlp_ft.memory import GB, MODELS, TrainSetup, accelerate_estimate, memory_breakdown, total_bytes  # noqa: E402
+from anlp_ft.memory_measure import measured_state_bytes, peak_bytes_during  # noqa: E402
 from anlp_ft.models import quantization_config  # noqa: E402
 from anlp_ft.runtime import pick_device  # noqa: E402
 from anlp_ft.train import TrainConfig, fit  # noqa: E402

@@ -5,8 +5,8 @@ from transformers import LlamaForCausalLM
 
 from anlp_ft.assignments.checks import CheckFailed
 from anlp_ft.assignments.public import lab03
-from anlp_ft.chat_tuning import (LLAMA3_CHAT_TEMPLATE, follows_format, recall_chats, render_llama3,
-                                 without_earlier_turns)
+from anlp_ft.data.chat import follows_format, recall_chats, without_earlier_turns
+from anlp_ft.formatting import LLAMA3_CHAT_TEMPLATE, render_llama3
 from anlp_ft.data.chat import RULES, follows_rule, make_chats, validate_messages
 from anlp_ft.evaluate import generate
 from anlp_ft.formatting import IGNORE_INDEX, encode_chat

@@ -30,8 +30,6 @@ def test_kd_loss_forward_and_reverse_equal_kl_div(temperature):
     reverse = F.kl_div(lt, ls, log_target=True, reduction="none").sum(-1)[mask].mean() * temperature**2
     assert torch.allclose(distill.kd_loss(s, t, mask, temperature=temperature), forward, atol=1e-5)
     assert torch.allclose(distill.kd_loss(s, t, mask, temperature=temperature, direction="reverse"), reverse, atol=1e-5)
-    assert torch.allclose(distill.kl_divergence_reference(t, s)[mask].mean() * 1.0,
-                          distill.kd_loss(s, t, mask), atol=1e-5)
 
 
 def test_kd_loss_is_zero_for_equal_logits_and_rejects_bad_arguments():

@@ -6,6 +6,8 @@ import torch
 from transformers import LlamaForCausalLM
 
 from anlp_ft import memory as M
+from anlp_ft import memory_measure as MM
+from anlp_ft.plots import memory_calculator
 from anlp_ft.assignments.checks import CheckFailed
 from anlp_ft.assignments.public import lab05
 from anlp_ft.memory import GB, MODELS, ModelShape, TrainSetup
@@ -51,7 +53,7 @@ def test_measured_activation_bytes_match_the_formula(batch, seq, checkpointing):
     if checkpointing:
         model.activation_checkpointing_enable()
     ids = torch.randint(0, 1000, (batch, seq))
-    measured = M.measure_saved_activation_bytes(model, {"input_ids": ids, "labels": ids})
+    measured = MM.measure_saved_activation_bytes(model, {"input_ids": ids, "labels": ids})
     predicted = M.activation_bytes(ModelShape.from_config(config), batch, seq, checkpointing=checkpointing)
     assert measured == predicted
 
@@ -80,8 +82,8 @@ def test_activation_measurement_frees_its_graph(leaks):
     batch = {"input_ids": ids, "labels": ids}
     alive = []
     model.model.norm.register_forward_hook(lambda m, args, out: alive.append(weakref.ref(out)))
-    measure = _leaking_saved_bytes if leaks else M.measure_saved_activation_bytes
-    assert measure(model, batch) == M.measure_saved_activation_bytes(model, batch)  # same count either way
+    measure = _leaking_saved_bytes if leaks else MM.measure_saved_activation_bytes
+    assert measure(model, batch) == MM.measure_saved_activation_bytes(model, batch)  # same count either way
     gc.collect()
     assert (alive[0]() is not None) == leaks
 
@@ -89,7 +91,7 @@ def test_activation_measurement_frees_its_graph(leaks):
 def test_lab05_check_names_the_graph_leak():
     with pytest.raises(CheckFailed, match=r"return t\.detach\(\) from pack"):
         lab05.ex2(_leaking_saved_bytes)
-    assert "as expected" in lab05.ex2(M.measure_saved_activation_bytes)
+    assert "as expected" in lab05.ex2(MM.measure_saved_activation_bytes)
 
 
 def test_lora_and_qlora_counts():
@@ -127,7 +129,7 @@ def test_calculator_logic_without_a_browser():
     assert q.fits
     with pytest.raises(ValueError, match="unknown GPU"):
         M.calculate(gpu="B200")
-    widget = M.memory_calculator()  # builds without a browser; its callback is calculate + a plot
+    widget = memory_calculator()  # builds without a browser; its callback is calculate + a plot
     descriptions = {getattr(c, "description", None) for c in widget.children}
     assert {"model", "batch", "seq", "precision", "method", "checkpointing", "zero_stage", "n_gpus", "gpu"} <= descriptions
 
@@ -139,7 +141,7 @@ def test_measured_state_bytes_are_exact():
     ids = torch.randint(0, 1000, (2, 8))
     model(input_ids=ids, labels=ids).loss.backward()
     opt.step()
-    got = M.measured_state_bytes(model, opt)
+    got = MM.measured_state_bytes(model, opt)
     n = ModelShape.from_config(model.config).n_params
     assert got["parameters"] == got["gradients"] == 4 * n
     assert got["optimizer states"] == 8 * n
@@ -163,7 +165,7 @@ def test_lora_activation_bytes_match_the_formula(checkpointing):
     if checkpointing:
         model.enable_input_require_grads()  # what peft asks for with frozen embeddings
     ids = torch.randint(0, 1000, (2, 7))
-    measured = M.measure_saved_activation_bytes(model, {"input_ids": ids, "labels": ids})
+    measured = MM.measure_saved_activation_bytes(model, {"input_ids": ids, "labels": ids})
     predicted = M.activation_bytes(ModelShape.from_config(config), 2, 7, checkpointing=checkpointing, lora_rank=4)
     assert measured == predicted
 
@@ -178,7 +180,7 @@ def test_predicted_peak_is_the_measured_cpu_peak(method):
     if method == "lora":
         model = _lora(model)
     ids = torch.randint(0, 1000, (3, 16))
-    step = M.measure_training_step(model, {"input_ids": ids, "labels": ids})
+    step = MM.measure_training_step(model, {"input_ids": ids, "labels": ids})
     measured = step["peak"] - step["buffers"]
     setup = TrainSetup(method=method, precision="fp32", batch=3, seq=16, lora_rank=4)
     predicted = M.total_bytes(M.memory_breakdown(ModelShape.from_config(config), setup))
@@ -186,9 +188,9 @@ def test_predicted_peak_is_the_measured_cpu_peak(method):
     # float64 tensor (8 bytes) which saved_tensors_hooks do not see.
     adapters = config.num_hidden_layers * len(M.LORA_TARGETS) if method == "lora" else 0
     assert measured == predicted + 8 * adapters
-    assert M.peak_bytes_during(lambda: torch.zeros(1000)) == 4000
+    assert MM.peak_bytes_during(lambda: torch.zeros(1000)) == 4000
 
 
 def test_peak_bytes_refuse_other_devices():
     with pytest.raises(ValueError, match="'cpu' or 'cuda'"):
-        M.peak_bytes_during(lambda: None, "meta")
+        MM.peak_bytes_during(lambda: None, "meta")

@@ -123,7 +123,7 @@ def test_fp16_branch_autocasts_with_a_grad_scaler(tiny_model, data):
 
 
 def test_auto_precision_follows_the_card():
-    from anlp_ft.train import autocast_dtype
+    from anlp_ft.runtime import autocast_dtype
     assert autocast_dtype("auto", torch.device("cpu")) is torch.float32
     assert autocast_dtype("fp16", torch.device("cpu")) is torch.float16
     with pytest.raises(ValueError, match="mixed_precision"):

@@ -18,25 +18,13 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any, TypeVar
 
+from ..results import MISSING
+
 __all__ = ["CheckFailed", "Checker", "MISSING", "attempt"]
 
 PUBLIC_PACKAGE = "anlp_ft.assignments.public"
 
 T = TypeVar("T")
-
-
-class _Missing:
-    """What `attempt` returns for an exercise that is still the stub: a value no real code produces, so the
-    results section can tell "not done yet" (reported, scores 0) from a wrong result (fails)."""
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-MISSING = _Missing()
 
 
 class CheckFailed(AssertionError):

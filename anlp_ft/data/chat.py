@@ -1,13 +1,16 @@
-"""Chat dialogues whose system prompt sets a checkable rule, single- and multi-turn.
+"""Chat dialogues whose system prompt sets a checkable rule, single- and multi-turn, and recall dialogues whose
+answer is only in an earlier turn.
 
 A chat is a list of {"role", "content"} messages (system, then user/assistant turns), the schema that
 `tokenizer.apply_chat_template` and the lmsys/OpenOrca datasets use. Each dialogue records its rule and the
-right answer, so whether a model follows the system prompt is measured by a program.
+right answer, so whether a model follows the system prompt is measured by a program: `follows_rule` checks form
+and answer, `follows_format` the form alone (what system-prompt tuning teaches; the sum is the model's arithmetic).
 """
 from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -102,3 +105,46 @@ def validate_messages(messages: list[dict]) -> None:
             raise ValueError(f"message {i} has unknown role {m['role']!r}; use one of {', '.join(ROLES)}")
         if not isinstance(m["content"], str):
             raise ValueError(f"message {i} content must be a string, got {type(m['content']).__name__}")
+
+
+def follows_format(output: str, rule: str) -> bool:
+    """Whether a reply takes the form the rule's system prompt asks for, right answer or not."""
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; known: {', '.join(RULES)}")
+    text = output.strip()
+    if rule == "bare":
+        return re.fullmatch(r"[\w-]+", text) is not None  # one word or number, nothing around it
+    if rule == "uppercase":
+        return text == text.upper() and any(c.isalpha() for c in text)
+    if rule == "json":
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return False
+        return isinstance(value, dict) and list(value) == ["answer"]
+    return text.startswith("Sure!")  # "sure"
+
+
+def recall_chats(n: int, *, seed: int, rules: Iterable[str] | None = None) -> list[dict]:
+    """n dialogues {messages, rule, answer}: the first user turn gives a number, the second asks for it back,
+    so the right answer is only in the earlier turn."""
+    names = list(rules) if rules is not None else list(RULES)
+    rng, out = random.Random(seed), []
+    for _ in range(n):
+        rule = RULES[rng.choice(names)]
+        number = str(rng.randint(100, 999))
+        messages = [
+            {"role": "system", "content": rule.system},
+            {"role": "user", "content": f"Remember this: my number is {number}."},
+            {"role": "assistant", "content": rule.ack},
+            {"role": "user", "content": "What is my number?"},
+            {"role": "assistant", "content": rule.render(number)},
+        ]
+        out.append({"messages": messages, "rule": rule.name, "answer": number})
+    return out
+
+
+def without_earlier_turns(messages: list[dict]) -> list[dict]:
+    """The system prompt and the last user turn only: the control for a multi-turn check."""
+    last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    return [m for m in messages[:1] if m["role"] == "system"] + [messages[last_user]]

@@ -6,10 +6,9 @@ the tick. ex1 and ex2 need only the tokenizer; ex3 runs a few greedy generations
 from __future__ import annotations
 
 from ..checks import CheckFailed, require as _require
-from ...chat_tuning import follows_format, recall_chats, render_llama3
-from ...data.chat import follows_rule, make_chats
+from ...data.chat import follows_format, follows_rule, make_chats, recall_chats
 from ...evaluate import generate
-from ...formatting import IGNORE_INDEX, encode_chat
+from ...formatting import IGNORE_INDEX, encode_chat, render_llama3
 
 __all__ = ["ex1", "ex2", "ex3", "ex4"]
 
