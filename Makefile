@@ -23,8 +23,9 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 course: setup
 	$(BIN)/anlp-ft course --out $(OUT)
 
-# The whole test suite: labs in sync with solutions, unit tests, every notebook re-executed by nbval.
+# The whole test suite: lint, labs in sync with solutions, unit tests, every notebook re-executed by nbval.
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/anlp-ft assign --check
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests $(NOTEBOOKS) --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg
 

@@ -108,7 +108,8 @@ def perplexity(model: PreTrainedModel, examples: Sequence[dict], *, pad_token_id
     """exp(mean cross-entropy) over the labelled tokens of encoded examples (input_ids, labels)."""
     total, count = 0.0, 0
     for start in range(0, len(examples), batch_size):
-        batch = {k: v.to(_device(model)) for k, v in pad_batch(examples[start: start + batch_size], pad_token_id).items()}
+        padded = pad_batch(examples[start: start + batch_size], pad_token_id)
+        batch = {k: v.to(_device(model)) for k, v in padded.items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
         labels = batch["labels"][:, 1:]
         nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="sum")

@@ -95,7 +95,10 @@ def encode_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict], *, max
                              "turns cannot be located; use a template whose turns only append tokens")
         # The newline after the end-of-turn token is layout, not something the model must produce.
         stop = len(end)
-        while stop > len(start) and ids[stop - 1] != tokenizer.eos_token_id and not tokenizer.decode(ids[stop - 1]).strip():
+        def is_layout(i: int) -> bool:
+            return ids[i] != tokenizer.eos_token_id and not tokenizer.decode(ids[i]).strip()
+
+        while stop > len(start) and is_layout(stop - 1):
             stop -= 1
         labels[len(start): stop] = ids[len(start): stop]
     return {"input_ids": ids, "labels": labels}
@@ -114,12 +117,14 @@ def pad_batch(examples: Sequence[dict], pad_token_id: int, *, pad_to_multiple_of
     has_labels = "labels" in examples[0]
     if has_labels:
         out["labels"] = []
+
+    def put(seq, fill):
+        pad = [fill] * (length - len(seq))
+        return list(seq) + pad if side == "right" else pad + list(seq)
+
     for e in examples:
-        n, pad = len(e["input_ids"]), length - len(e["input_ids"])
-        def put(seq, fill):
-            return list(seq) + [fill] * pad if side == "right" else [fill] * pad + list(seq)
         out["input_ids"].append(put(e["input_ids"], pad_token_id))
-        out["attention_mask"].append(put([1] * n, 0))
+        out["attention_mask"].append(put([1] * len(e["input_ids"]), 0))
         if has_labels:
             out["labels"].append(put(e["labels"], IGNORE_INDEX))
     return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}

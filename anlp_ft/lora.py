@@ -78,7 +78,7 @@ def inject_lora(model: nn.Module, r: int = 16, alpha: float = 32, targets: tuple
 
 def _is_lora_layer(module: nn.Module) -> bool:
     # Duck-typed, so a lab's own LoRA layer (lora_A / lora_B parameters, merged()) works here too.
-    return isinstance(getattr(module, "lora_A", None), nn.Parameter) and isinstance(getattr(module, "lora_B", None), nn.Parameter)
+    return all(isinstance(getattr(module, name, None), nn.Parameter) for name in ("lora_A", "lora_B"))
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
@@ -106,7 +106,7 @@ def copy_lora_from_peft(model: nn.Module, peft_model: nn.Module, adapter: str = 
     ours = {name: m for name, m in model.named_modules() if _is_lora_layer(m)}
     copied = 0
     for name, module in peft_model.named_modules():
-        if hasattr(module, "lora_A") and isinstance(getattr(module, "lora_A"), nn.ModuleDict) and adapter in module.lora_A:
+        if hasattr(module, "lora_A") and isinstance(module.lora_A, nn.ModuleDict) and adapter in module.lora_A:
             key = name.split("base_model.model.", 1)[-1]
             if key not in ours:
                 raise KeyError(f"peft adapts {key} but the model has no LoRA layer there")

@@ -245,8 +245,9 @@ def fits(parts: Mapping[str, float] | float, gpu: GPU | str, usable: float = USA
     return need <= gpu.memory_gb * GB * usable
 
 
-def fit_table(models: tuple[str, ...] = ("135M", "1.7B", "7B", "65B"), methods: tuple[Method, ...] = ("full", "lora", "qlora"),
-              *, batch: int = 1, seq: int = 512, gradient_checkpointing: bool = True) -> list[dict]:
+def fit_table(models: tuple[str, ...] = ("135M", "1.7B", "7B", "65B"),
+              methods: tuple[Method, ...] = ("full", "lora", "qlora"), *, batch: int = 1, seq: int = 512,
+              gradient_checkpointing: bool = True) -> list[dict]:
     """One row per (model, method): total GB and which of the lecture's GPUs it fits on."""
     rows = []
     for m in models:

@@ -66,14 +66,17 @@ def card() -> dict:
     import torch
     info = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available()}
     if torch.cuda.is_available():
-        info.update(name=torch.cuda.get_device_name(0), capability=".".join(map(str, torch.cuda.get_device_capability(0))),
+        info.update(name=torch.cuda.get_device_name(0),
+                    capability=".".join(map(str, torch.cuda.get_device_capability(0))),
                     memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1))
     try:
         info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                         capture_output=True, text=True, timeout=10).stdout.strip()
     except OSError:
         info["driver"] = None
-    import transformers, peft, accelerate  # noqa: E401
+    import accelerate
+    import peft
+    import transformers  # noqa: E401
     info.update(transformers=transformers.__version__, peft=peft.__version__, accelerate=accelerate.__version__)
     try:
         import bitsandbytes
@@ -97,7 +100,8 @@ def run_notebook(path: Path, out_dir: Path, profile: str, timeout: int, results:
                                        cwd=str(path.parent), kernel_name="python3", progress_bar=False,
                                        execution_timeout=timeout)
         except Exception as e:  # papermill raises PapermillExecutionError with the failing cell's traceback
-            status, error = "fail", f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}"
+            last_line = str(e).strip().splitlines()[-1][:300] if str(e).strip() else ""
+            status, error = "fail", f"{type(e).__name__}: {last_line}"
     seconds = time.perf_counter() - tic
     outcomes = read_outcomes(results).get(rel, {})
     return {"notebook": rel, "status": status, "seconds": round(seconds, 1), "peak_gpu_mib": memory.peak_mib,
@@ -145,8 +149,8 @@ def main() -> int:
     for path in notebooks:
         row = run_notebook(path, out_dir, args.profile, args.timeout, results)
         rows.append(row)
-        print(f"{row['status']:4}  {row['seconds']:7.1f} s  peak {row['peak_gpu_mib']} MiB  {row['notebook']}  {row['error']}",
-              flush=True)
+        print(f"{row['status']:4}  {row['seconds']:7.1f} s  peak {row['peak_gpu_mib']} MiB  "
+              f"{row['notebook']}  {row['error']}", flush=True)
         write_report(rows, info, out_dir, args.profile)  # kept current, so a cut-short run still leaves a report
     report = write_report(rows, info, out_dir, args.profile)
     print(f"report: {report}")

@@ -73,7 +73,6 @@ def measure(name: str, method: str, batch: int, seq: int, device: torch.device) 
 
         measured = weights["parameters"] + weights["buffers"] + peak_bytes_during(train, device)
         n_params = sum(p.numel() for p in model.parameters())
-        del model
     precision = "fp32" if history.precision == "no" else "mixed"
     predicted = memory_breakdown(MODELS[name], TrainSetup(method=method, precision=precision, batch=batch, seq=seq))
     accel = accelerate_estimate(n_params, 4 if precision == "fp32" else 2) if method == "full" else None

@@ -4,7 +4,7 @@ See :mod:`anlp_ft.assignments.markers` for the marker syntax, :mod:`.sync` for r
 ``labs/`` and :mod:`.checks` for the public checks students run from a lab.
 """
 
-from .checks import MISSING, CheckFailed, Checker, attempt
+from .checks import MISSING, Checker, CheckFailed, attempt
 from .markers import render_lab
 from .sync import sync_labs
 

@@ -87,8 +87,8 @@ from typing import Any
 
 import nbformat
 
-from .gradebook import Row, summarize, write_gradebook
 from .grade_worker import GRADER_KEY, is_memory_error
+from .gradebook import Row, summarize, write_gradebook
 from .markers import HIDDEN_TESTS_TAG, build_lab
 from .sync import read_solution
 
@@ -364,7 +364,8 @@ def assemble(spec: LabSpec, data: bytes, nonce: str) -> Assembled:
     nb, invalid = _read_submission(data)
     if nb is None:
         return Assembled(None, [], invalid)
-    origin = nb.metadata.get("anlp_ft", {}).get("generated_from") if isinstance(nb.metadata.get("anlp_ft"), dict) else None
+    meta = nb.metadata.get("anlp_ft")
+    origin = meta.get("generated_from") if isinstance(meta, dict) else None
     if origin and Path(str(origin)).name != spec.solution.name:
         return Assembled(None, [], f"a notebook of {origin}, not of {spec.source_name}")
 
@@ -603,7 +604,8 @@ def grade(lab: str | Path, submissions: list[str | Path], out_csv: str | Path, t
     """
     out_csv = Path(out_csv)
     if out_csv.exists():
-        raise FileExistsError(f"{out_csv} exists; grading never overwrites a gradebook: move it away or pick another --out")
+        raise FileExistsError(f"{out_csv} exists; grading never overwrites a gradebook: "
+                              "move it away or pick another --out")
     spec = load_lab(lab)
     output_dir = (Path(output_dir) if output_dir else out_csv.with_name(out_csv.stem + "-runs")).resolve()
     names = sorted(dict.fromkeys(str(s) for s in submissions))
@@ -624,7 +626,8 @@ def grade(lab: str | Path, submissions: list[str | Path], out_csv: str | Path, t
         data = snapshots[name]
         tic = time.monotonic()
         if data is None:
-            row = Row(name, dict.fromkeys(spec.exercises, 0.0), 0.0, spec.max_total, "invalid notebook: cannot read the file")
+            row = Row(name, dict.fromkeys(spec.exercises, 0.0), 0.0, spec.max_total,
+                      "invalid notebook: cannot read the file")
             log: dict[str, Any] = {"status": row.status}
         else:
             try:
@@ -653,7 +656,8 @@ def grade(lab: str | Path, submissions: list[str | Path], out_csv: str | Path, t
     rows = [row for row, _ in graded]
     for row in rows:  # a kernel may have written to other submissions: grades came from the snapshots
         now = Path(row.submission)
-        if row.submission in digests and (not now.is_file() or hashlib.sha256(now.read_bytes()).hexdigest() != digests[row.submission]):
+        changed = not now.is_file() or hashlib.sha256(now.read_bytes()).hexdigest() != digests.get(row.submission)
+        if row.submission in digests and changed:
             print(f"warning: {row.submission} changed on disk during grading (graded from the copy read at the start)",
                   file=sys.stderr)
     write_gradebook(rows, list(spec.exercises), out_csv)

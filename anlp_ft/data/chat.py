@@ -50,7 +50,8 @@ RULES: dict[str, Rule] = {r.name: r for r in [
     Rule("json", 'Reply only with JSON of the form {"answer": ...}.',
          lambda a: json.dumps({"answer": a}), json.dumps({"answer": "noted"}), _json_answer),
     Rule("sure", "Begin every reply with 'Sure!' and then give the answer.",
-         lambda a: f"Sure! The answer is {a}.", "Sure! Noted.", lambda out, a: out.strip().startswith("Sure!") and a in out),
+         lambda a: f"Sure! The answer is {a}.", "Sure! Noted.",
+         lambda out, a: out.strip().startswith("Sure!") and a in out),
 ]}
 
 

@@ -46,7 +46,8 @@ def _papers(n: int, seed: int) -> list[dict]:
 
 def _math(n: int, seed: int) -> list[dict]:
     return [{"problem": p["question"], "level": "Level 1", "type": "Prealgebra",
-             "solution": p["solution"].replace(f"The answer is {p['answer']}.", f"The answer is $\\boxed{{{p['answer']}}}$.")}
+             "solution": p["solution"].replace(f"The answer is {p['answer']}.",
+                                               f"The answer is $\\boxed{{{p['answer']}}}$.")}
             for p in arithmetic_problems(n, seed=seed, ops=("+", "-", "*"))]
 
 

@@ -11,8 +11,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..checks import CheckFailed, require as _require
 from ...formatting import IGNORE_INDEX, encode_example, plain_prompt
+from ..checks import CheckFailed
+from ..checks import require as _require
 
 __all__ = ["ex1", "ex2", "ex3", "ex4", "ex5", "ex6", "ex7"]
 

@@ -10,9 +10,10 @@ import random
 import string
 from collections import Counter
 
-from ..checks import CheckFailed, require as _require
 from ...data.flan import FAMILIES
 from ...self_instruct import instruction_prompt, rouge_filter, rouge_l
+from ..checks import CheckFailed
+from ..checks import require as _require
 
 __all__ = ["ex1", "ex2", "ex3", "ex4", "ex5"]
 
@@ -102,7 +103,8 @@ def ex4(self_instruct_prompt) -> str:
     _require(got.rstrip().endswith("Task 5:"), "the prompt must end with 'Task 5:' (k + 1) so that the model "
                                                "writes the next task; do not add a space or newline after it")
     shown = [line for line in got.splitlines() if line.startswith("Task ") and line.rstrip() != "Task 5:"]
-    _require(len(shown) == 4, f"show exactly k = 4 tasks from the pool, one per line as 'Task i: ...'; got {len(shown)}")
+    _require(len(shown) == 4,
+             f"show exactly k = 4 tasks from the pool, one per line as 'Task i: ...'; got {len(shown)}")
     _require(got == want, f"expected\n{want}\ngot\n{got}\ndraw the tasks with rng.sample(pool, k), number them from 1, "
                           "join the lines with '\\n'")
     return "same prompt as the reference"

@@ -5,10 +5,11 @@ the tick. ex1 and ex2 need only the tokenizer; ex3 runs a few greedy generations
 """
 from __future__ import annotations
 
-from ..checks import CheckFailed, require as _require
 from ...data.chat import follows_format, follows_rule, make_chats, recall_chats
 from ...evaluate import generate
 from ...formatting import IGNORE_INDEX, encode_chat, render_llama3
+from ..checks import CheckFailed
+from ..checks import require as _require
 
 __all__ = ["ex1", "ex2", "ex3", "ex4"]
 
@@ -60,14 +61,17 @@ def _diagnose(tokenizer, ids: list[int], got: list[int], want: list[int]) -> str
     extra = [i for i, (g, w) in enumerate(zip(got, want)) if g != IGNORE_INDEX and w == IGNORE_INDEX]
     missing = [i for i, (g, w) in enumerate(zip(got, want)) if g == IGNORE_INDEX and w != IGNORE_INDEX]
     wrong = [i for i, (g, w) in enumerate(zip(got, want)) if g != IGNORE_INDEX and w != IGNORE_INDEX and g != w]
-    show = lambda where: "".join(tokenizer.decode([ids[i]]) for i in where[:12])
+    def show(where: list[int]) -> str:
+        return "".join(tokenizer.decode([ids[i]]) for i in where[:12])
+
     if wrong:
         return "some labels differ from input_ids: a labelled position must copy its token (no shifting)"
     if extra and all(tokenizer.decode([ids[i]]).strip() == "" for i in extra):
         return (f"the newline after <|im_end|> is labelled ({len(extra)} positions): it is layout, not something "
                 "the model must write; stop the labels at <|im_end|>")
     if extra:
-        return f"{len(extra)} positions are labelled that must be -100, e.g. {show(extra)!r}: only assistant turns count"
+        return (f"{len(extra)} positions are labelled that must be -100, e.g. {show(extra)!r}: "
+                "only assistant turns count")
     if missing and all(ids[i] == tokenizer.eos_token_id for i in missing):
         return ("the assistant's end-of-turn token <|im_end|> must be labelled too: it is how the model learns to "
                 "stop")
@@ -89,7 +93,8 @@ def ex2(build_chat_example, tokenizer, chats: list[list[dict]] | None = None) ->
         _require(len(labels) == len(ids), f"labels has {len(labels)} entries for {len(ids)} input_ids")
         if labels != want["labels"]:
             turns = sum(m["role"] == "assistant" for m in messages)
-            raise CheckFailed(f"on a chat with {turns} assistant turn(s): " + _diagnose(tokenizer, ids, labels, want["labels"]))
+            raise CheckFailed(f"on a chat with {turns} assistant turn(s): "
+                              + _diagnose(tokenizer, ids, labels, want["labels"]))
         whole = build_chat_example(tokenizer, messages, assistant_only=False)
         _require(list(whole["input_ids"]) == ids and list(whole["labels"]) == ids,
                  "with assistant_only=False the labels must copy input_ids: the loss on the whole sequence")
@@ -115,7 +120,8 @@ def ex3(evaluate_chats, model, tokenizer, n: int = 6, max_new_tokens: int = 12) 
              f"adherence should be {adherence:.3f} (the fraction of replies with follows_format(output, rule)), "
              f"got {got['adherence']}")
     _require(abs(got["accuracy"] - acc) < 1e-9,
-             f"accuracy should be {acc:.3f} (the fraction with follows_rule(output, rule, answer)), got {got['accuracy']}")
+             f"accuracy should be {acc:.3f} (the fraction with follows_rule(output, rule, answer)), "
+             f"got {got['accuracy']}")
     return f"adherence {adherence:.2f}, accuracy {acc:.2f} on {n} chats"
 
 

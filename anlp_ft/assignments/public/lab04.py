@@ -9,9 +9,10 @@ import random
 
 import torch
 
-from ..checks import CheckFailed, require as _require
 from ... import distill
 from ...formatting import IGNORE_INDEX
+from ..checks import CheckFailed
+from ..checks import require as _require
 
 __all__ = ["ex1", "ex2", "ex3", "ex4"]
 
@@ -24,7 +25,8 @@ def _scalar(value, name: str) -> torch.Tensor:
 # ex1: the token-level KD loss ---------------------------------------------------------------------------------
 def _case(seed: int, batch: int = 2, length: int = 7, vocab: int = 17):
     g = torch.Generator().manual_seed(seed)
-    student, teacher = torch.randn(batch, length, vocab, generator=g) * 2, torch.randn(batch, length, vocab, generator=g) * 2
+    student = torch.randn(batch, length, vocab, generator=g) * 2
+    teacher = torch.randn(batch, length, vocab, generator=g) * 2
     mask = torch.ones(batch, length, dtype=torch.bool)
     mask[0, :3] = False  # a prompt
     mask[1, :2] = False
@@ -37,20 +39,25 @@ def _diagnose(kd_loss, s, t, m, temperature: float, direction: str, got: torch.T
     if torch.allclose(got, want, atol=1e-4):
         return
     other = "reverse" if direction == "forward" else "forward"
-    ref = lambda **kw: distill.kd_loss(s, t, kw.pop("mask", m), **{"temperature": temperature, "direction": direction, **kw})
+    def ref(**kw) -> torch.Tensor:
+        mask = kw.pop("mask", m)
+        return distill.kd_loss(s, t, mask, **{"temperature": temperature, "direction": direction, **kw})
+
     if torch.allclose(got, ref(direction=other), atol=1e-4):
         raise CheckFailed(f"direction={direction!r} gave the {other} KL: forward is KL(teacher || student) = "
                           "sum p_T (log p_T - log q_T), the expectation under the teacher; reverse swaps the roles")
     if temperature != 1 and torch.allclose(got, want / temperature**2, atol=1e-4):
         raise CheckFailed(f"at T={temperature} the loss lacks the T^2 factor: multiply the mean KL by temperature ** 2")
-    if temperature != 1 and torch.allclose(got, distill.kd_loss(s, t, m, temperature=1.0, direction=direction) * temperature**2,
-                                           atol=1e-4):
+    unsoftened = distill.kd_loss(s, t, m, temperature=1.0, direction=direction) * temperature**2
+    if temperature != 1 and torch.allclose(got, unsoftened, atol=1e-4):
         raise CheckFailed("the temperature must soften both distributions: divide both logits by it before log_softmax")
     if torch.allclose(got, ref(mask=torch.ones_like(m)), atol=1e-4):
-        raise CheckFailed("positions where mask is False (prompt, padding) must not count: average over masked positions only")
+        raise CheckFailed("positions where mask is False (prompt, padding) must not count: "
+                          "average over masked positions only")
     if torch.allclose(got, want * int(m.sum()), atol=1e-3):
         raise CheckFailed(f"you returned the sum over the {int(m.sum())} masked positions; return their mean")
-    raise CheckFailed(f"expected {want.item():.5f} (T={temperature}, {direction}) on a random case, got {got.item():.5f}: "
+    raise CheckFailed(f"expected {want.item():.5f} (T={temperature}, {direction}) on a random case, "
+                      f"got {got.item():.5f}: "
                       "divide logits by T, log_softmax both, sum p (log p - log q) over the vocabulary, average over "
                       "the masked positions, multiply by T^2")
 
@@ -108,14 +115,16 @@ def ex2(make_token_kd_loss, seed: int = 0, temperature: float = 2.0) -> str:
             t_logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         unshifted = distill.kd_loss(s_logits, t_logits, batch["labels"] != IGNORE_INDEX, temperature=temperature)
         if torch.allclose(got, unshifted, atol=1e-4):
-            raise CheckFailed("shift by one: logits[:, :-1] predict labels[:, 1:], so use logits[:, :-1] of both models "
-                              "and the mask labels[:, 1:] != -100")
+            raise CheckFailed("shift by one: logits[:, :-1] predict labels[:, 1:], so use logits[:, :-1] of both "
+                              "models and the mask labels[:, 1:] != -100")
         everywhere = distill.kd_loss(s_logits[:, :-1], t_logits[:, :-1], batch["attention_mask"][:, 1:].bool(),
                                      temperature=temperature)
         if torch.allclose(got, everywhere, atol=1e-4):
-            raise CheckFailed("the loss counts the prompt's positions: mask with labels[:, 1:] != -100, not the attention mask")
-        raise CheckFailed(f"expected {want.item():.5f} on a tiny teacher and student, got {got.item():.5f}: run both models on "
-                          "input_ids and attention_mask, take logits[:, :-1], and call kd_loss with the temperature")
+            raise CheckFailed("the loss counts the prompt's positions: mask with labels[:, 1:] != -100, "
+                              "not the attention mask")
+        raise CheckFailed(f"expected {want.item():.5f} on a tiny teacher and student, got {got.item():.5f}: "
+                          "run both models on input_ids and attention_mask, take logits[:, :-1], "
+                          "and call kd_loss with the temperature")
     student.zero_grad()
     teacher.zero_grad()
     loss_fn(student, batch).backward()
@@ -141,7 +150,8 @@ def ex3(sequence_kd_data, tokenizer, seed: int = 0, max_new_tokens: int = 40) ->
     _require(isinstance(got, tuple) and len(got) == 2, "sequence_kd_data must return a pair (examples, answers)")
     examples, answers = got
     want_examples, want_answers = distill.teacher_examples(teacher, tokenizer, questions, max_new_tokens=max_new_tokens)
-    _require(len(answers) == len(questions), f"expected one raw answer per question ({len(questions)}), got {len(answers)}")
+    _require(len(answers) == len(questions),
+             f"expected one raw answer per question ({len(questions)}), got {len(answers)}")
     _require(list(answers) == want_answers,
              "the answers differ from the teacher's greedy generations of plain_prompt(question): use "
              "generate(teacher, tokenizer, prompts, max_new_tokens=MAX_NEW_TOKENS) (greedy, no sampling)")
@@ -179,7 +189,8 @@ def ex4(keep_verified, verify, seed: int = 0) -> str:
     if len(got) > len(want):
         raise CheckFailed("you kept duplicates: the same stripped text twice for one problem counts once")
     if len(got) < len(want):
-        raise CheckFailed(f"you kept {len(got)} samples but {len(want)} pass the verifier (distinct after strip, per problem)")
+        raise CheckFailed(f"you kept {len(got)} samples but {len(want)} pass the verifier "
+                          "(distinct after strip, per problem)")
     _require(got == want, "the kept samples are right but not in order: keep the problems' order and each problem's "
                           "samples in the order they were drawn")
     return f"{len(want)} of {sum(map(len, samples))} samples kept, as the reference does"

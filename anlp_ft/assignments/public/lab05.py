@@ -7,8 +7,8 @@ import weakref
 
 import torch
 
-from .. import CheckFailed
 from ... import memory, memory_measure
+from .. import CheckFailed
 
 __all__ = ["ex1", "ex2", "ex3", "ex4"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import CheckFailed
 from ... import lora as reference
+from .. import CheckFailed
 
 __all__ = ["ex1", "ex2", "ex3", "ex4"]
 
@@ -49,7 +49,8 @@ def ex1(LoRALinear) -> str:
         ref.lora_B.copy_(layer.lora_B)
         diff = (layer(x) - ref(x)).abs().max().item()
         if diff > 1e-5:
-            raise CheckFailed(f"with B != 0 the output differs from base(x) + (alpha / r) x A^T B^T by up to {diff:.3g}; "
+            raise CheckFailed("with B != 0 the output differs from base(x) + (alpha / r) x A^T B^T "
+                              f"by up to {diff:.3g}; "
                               "check the scaling alpha / r and the order of the products")
         merged = layer.merged()
         if not isinstance(merged, nn.Linear):
