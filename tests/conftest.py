@@ -1,9 +1,13 @@
+"""Shared fixtures: the real tokenizer and SmolLM2 (offline), the one way to build a tiny model, and the small
+solution notebook the assignment tests render."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 
+import nbformat
 import pytest
 import torch
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from anlp_ft.models import load_model, load_tokenizer
@@ -21,7 +25,10 @@ def smollm():
 
 
 def tiny_config(**overrides) -> LlamaConfig:
-    """A SmolLM2-shaped model small enough to train in a second; same vocabulary as the real tokenizer."""
+    """A SmolLM2-shaped model small enough to train in a second; same vocabulary as the real tokenizer.
+
+    Tests build models with the `tiny_model_factory` fixture; this function stays importable as
+    `tests.conftest.tiny_config`, the form test_multiprocess.py and test_recipe.py use."""
     kw = dict(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
               num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True, pad_token_id=2,
               eos_token_id=2, bos_token_id=1)
@@ -29,7 +36,86 @@ def tiny_config(**overrides) -> LlamaConfig:
     return LlamaConfig(**kw)
 
 
+@pytest.fixture(scope="session")  # stateless: module- and session-scoped fixtures can use it too
+def tiny_model_factory():
+    """`tiny_model_factory(seed=0, **config_overrides)`: a new LlamaForCausalLM of `tiny_config(**overrides)`,
+    initialised after `torch.manual_seed(seed)` (`seed=None` leaves torch's generator as it is). Left in the mode
+    transformers builds it in; call `.eval()` or `.train()` as the test needs."""
+
+    def make(*, seed: int | None = 0, **overrides) -> LlamaForCausalLM:
+        if seed is not None:
+            torch.manual_seed(seed)
+        return LlamaForCausalLM(tiny_config(**overrides))
+
+    return make
+
+
 @pytest.fixture
-def tiny_model():
-    torch.manual_seed(0)
-    return LlamaForCausalLM(tiny_config()).eval()
+def tiny_model(tiny_model_factory):
+    """The default tiny model, seeded with 0, in eval mode."""
+    return tiny_model_factory().eval()
+
+
+# A solution notebook with every kind of marker: rendered by test_assignments_markers.py, synced by
+# test_assignments_sync.py.
+@pytest.fixture
+def solution_notebook():
+    """`solution_notebook(answer="return x * 2")`: a new solution notebook whose ex1 answer is `answer`."""
+
+    def build(answer: str = "return x * 2") -> nbformat.NotebookNode:
+        kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb = new_notebook(metadata={"kernelspec": kernelspec, "papermill": {"duration": 1.0}})
+        nb.cells = [
+            new_markdown_cell("# Lab 01\nIntro."),
+            new_code_cell(
+                "def double(x):\n"
+                '    """Double x."""\n'
+                "    # BEGIN SOLUTION\n"
+                f"    {answer}\n"
+                "    # END SOLUTION\n"
+                "\n"
+                "# BEGIN SOLUTION\n"
+                "y = double(3)\n"
+                "# END SOLUTION\n"
+                "check('ex1', double)",
+                metadata={
+                    "anlp_ft": {"exercise": "ex1", "points": 2},
+                    "execution": {"iopub.execute_input": "2025-01-01T00:00:00Z"},
+                    "papermill": {"status": "completed"},
+                },
+                execution_count=7,
+                outputs=[new_output("stream", name="stdout", text="✓ ex1 passed\n")],
+            ),
+            new_markdown_cell(
+                "Why does this work?\n<!-- BEGIN SOLUTION -->\nBecause.\n<!-- END SOLUTION -->\nEnd."
+            ),
+            new_code_cell("assert double(2) == 4", metadata={"tags": ["hidden-tests"]}),
+            new_code_cell(
+                "z = 1\n### BEGIN HIDDEN TESTS\nassert double(5) == 10\n### END HIDDEN TESTS\nprint(z)"
+            ),
+            new_code_cell("w = 2\n### BEGIN HIDDEN TESTS\nassert w == 2\n### END HIDDEN TESTS"),
+        ]
+        return nb
+
+    return build
+
+
+@pytest.fixture
+def leaking_saved_bytes():
+    """The natural first attempt at lab 05's exercise 2 (memory_measure.measure_saved_activation_bytes): pack
+    returns t itself, so the saved tensors keep the graph alive after the call."""
+
+    def measure(model, batch):
+        params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        seen = {}
+
+        def pack(t):
+            if t.is_floating_point() and t.untyped_storage().data_ptr() not in params:
+                seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(**batch)
+        return sum(seen.values())
+
+    return measure

@@ -1,3 +1,5 @@
+"""anlp_ft.evaluate: batched and sampled generation, accuracy through a verifier, perplexity, KL between two
+models."""
 import copy
 import math
 
@@ -19,7 +21,8 @@ def test_sampling_is_seeded_and_varied(smollm, tokenizer):
     kw = dict(max_new_tokens=8, do_sample=True, temperature=1.0, num_samples=4, seed=1)
     a = generate(smollm, tokenizer, ["Once upon a time"], **kw)
     assert a == generate(smollm, tokenizer, ["Once upon a time"], **kw)
-    assert len(a[0]) == 4 and len(set(a[0])) > 1
+    assert len(a[0]) == 4
+    assert len(set(a[0])) > 1
     with pytest.raises(ValueError, match="needs do_sample=True"):
         generate(smollm, tokenizer, ["x"], num_samples=2)
 
@@ -27,13 +30,15 @@ def test_sampling_is_seeded_and_varied(smollm, tokenizer):
 def test_accuracy_grades_with_the_verifier(smollm, tokenizer):
     chats = [[{"role": "user", "content": "What is the capital of France?"}]] * 2
     result = accuracy(smollm, tokenizer, chats, ["Paris", "Berlin"], lambda out, ans: ans in out, max_new_tokens=12)
-    assert result.correct == [True, False] and result.accuracy == 0.5
+    assert result.correct == [True, False]
+    assert result.accuracy == 0.5
 
 
 def test_perplexity_is_exp_of_the_loss(tiny_model, tokenizer):
     ex = encode_example(tokenizer, "Q:", " some response text")
     loss = tiny_model(**pad_batch([ex], tokenizer.pad_token_id)).loss
-    assert perplexity(tiny_model, [ex], pad_token_id=tokenizer.pad_token_id) == pytest.approx(math.exp(loss.item()), rel=1e-4)
+    ppl = perplexity(tiny_model, [ex], pad_token_id=tokenizer.pad_token_id)
+    assert ppl == pytest.approx(math.exp(loss.item()), rel=1e-4)
 
 
 def test_kl_is_zero_for_the_same_model_and_grows_with_change(tiny_model, tokenizer):

@@ -1,10 +1,25 @@
+"""anlp_ft.formatting: prompt/response and chats to input_ids + labels (-100 on prompt and padding), the loss they
+give, the lecture's Llama 3 chat template, padding and packing."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from anlp_ft.data.chat import make_chats
-from anlp_ft.formatting import (IGNORE_INDEX, encode_chat, encode_example, pack_examples, pad_batch,
-                                plain_prompt)
+from anlp_ft.formatting import (
+    IGNORE_INDEX,
+    LLAMA3_CHAT_TEMPLATE,
+    encode_chat,
+    encode_example,
+    pack_examples,
+    pad_batch,
+    plain_prompt,
+    render_llama3,
+)
+
+LECTURE = ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|>"
+           "<|start_header_id|>user<|end_header_id|>\n\nU<|eot_id|>"
+           "<|start_header_id|>assistant<|end_header_id|>\n\nA<|eot_id|>")
+SUA = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}]
 
 
 def test_prompt_is_masked_and_response_kept(tokenizer):
@@ -22,9 +37,11 @@ def test_padding_is_masked(tokenizer):
     b = encode_example(tokenizer, "Q:", " a")
     batch = pad_batch([a, b], tokenizer.pad_token_id)
     n = len(b["input_ids"])
-    assert (batch["labels"][1, n:] == IGNORE_INDEX).all() and (batch["attention_mask"][1, n:] == 0).all()
+    assert (batch["labels"][1, n:] == IGNORE_INDEX).all()
+    assert (batch["attention_mask"][1, n:] == 0).all()
     left = pad_batch([a, b], tokenizer.pad_token_id, side="left")
-    assert left["input_ids"][1, -n:].tolist() == b["input_ids"] and left["attention_mask"][1, 0] == 0
+    assert left["input_ids"][1, -n:].tolist() == b["input_ids"]
+    assert left["attention_mask"][1, 0] == 0
 
 
 def test_model_loss_equals_cross_entropy_over_response_tokens(tiny_model, tokenizer):
@@ -38,7 +55,7 @@ def test_model_loss_equals_cross_entropy_over_response_tokens(tiny_model, tokeni
     targets = batch["input_ids"][:, 1:]
     keep = batch["labels"][:, 1:] != IGNORE_INDEX
     nll = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)[keep]
-    n_response = sum(sum(l != IGNORE_INDEX for l in e["labels"]) for e in examples)
+    n_response = sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in examples)
     assert keep.sum() == n_response  # no prompt or padding token carries loss
     assert torch.allclose(loss, nll.mean(), atol=1e-5)
     # The same as PyTorch's cross-entropy over the shifted labels, whose -100 entries are ignored.
@@ -49,12 +66,21 @@ def test_assistant_only_labels_on_a_multi_turn_chat(tokenizer):
     messages = next(c for c in make_chats(20, seed=0, multi_turn=1.0))["messages"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant"]
     ex = encode_chat(tokenizer, messages)
-    labelled = [i for i, l in zip(ex["input_ids"], ex["labels"]) if l != IGNORE_INDEX]
+    labelled = [i for i, label in zip(ex["input_ids"], ex["labels"]) if label != IGNORE_INDEX]
     end = tokenizer.eos_token  # ChatML's <|im_end|>
     assert tokenizer.decode(labelled) == messages[2]["content"] + end + messages[4]["content"] + end
     full = encode_chat(tokenizer, messages, assistant_only=False)
     assert full["labels"] == full["input_ids"]
     assert tokenizer.decode(ex["input_ids"]).startswith("<|im_start|>system\n" + messages[0]["content"])
+
+
+def test_llama3_template_renders_the_lecture_format(tokenizer):
+    assert render_llama3(SUA) == LECTURE
+    assert tokenizer.apply_chat_template(SUA, chat_template=LLAMA3_CHAT_TEMPLATE, tokenize=False) == LECTURE
+    prompt = tokenizer.apply_chat_template(SUA[:2], chat_template=LLAMA3_CHAT_TEMPLATE, tokenize=False,
+                                           add_generation_prompt=True)
+    assert prompt == render_llama3(SUA[:2], add_generation_prompt=True)
+    assert prompt.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
 
 
 def test_bad_chats_and_long_examples_are_named(tokenizer):

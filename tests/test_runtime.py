@@ -1,3 +1,5 @@
+"""anlp_ft.runtime: compute dtype by device and card, mixed-precision and autocast names, the profile, seeding
+and the hub flag."""
 import random
 
 import pytest
@@ -22,6 +24,14 @@ def test_mixed_precision_names():
     assert runtime.mixed_precision(torch.float32) == "no"
 
 
+def test_auto_precision_follows_the_card():
+    from anlp_ft.runtime import autocast_dtype
+    assert autocast_dtype("auto", torch.device("cpu")) is torch.float32
+    assert autocast_dtype("fp16", torch.device("cpu")) is torch.float16
+    with pytest.raises(ValueError, match="mixed_precision"):
+        autocast_dtype("fp8", torch.device("cpu"))
+
+
 def test_profile_resolution(monkeypatch):
     monkeypatch.delenv("ANLP_FT_PROFILE", raising=False)
     assert runtime.resolve_profile() == ("full" if torch.cuda.is_available() else "quick")
@@ -38,7 +48,8 @@ def test_seed_everything_repeats():
     a = (random.random(), torch.rand(3))
     runtime.seed_everything(3)
     b = (random.random(), torch.rand(3))
-    assert a[0] == b[0] and torch.equal(a[1], b[1])
+    assert a[0] == b[0]
+    assert torch.equal(a[1], b[1])
 
 
 def test_hub_offline_flag(monkeypatch):

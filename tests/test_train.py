@@ -1,3 +1,6 @@
+"""anlp_ft.train: fit() learns, accumulates exactly (equal and uneven micro-batches), resumes from a checkpoint,
+schedules the learning rate, names bad input, trains LoRA and QLoRA adapters only, and autocasts fp16 with a
+GradScaler."""
 import math
 import shutil
 
@@ -16,29 +19,25 @@ def data(tokenizer):
 
 def test_fit_learns_a_small_dataset(tiny_model, data):
     h = fit(tiny_model, data, TrainConfig(steps=40, batch_size=4, lr=2e-2, progress=False))
-    assert isinstance(h, History) and len(h.loss) == 40 and h.tokens > 0 and h.tokens_per_s > 0
+    assert isinstance(h, History)
+    assert len(h.loss) == 40
+    assert h.tokens > 0
+    assert h.tokens_per_s > 0
     assert h.loss[-1] < 0.5 * h.loss[0]
 
 
-def test_grad_accumulation_matches_a_bigger_batch(tokenizer, data):
-    from tests.conftest import tiny_config
-    from transformers import LlamaForCausalLM
+def test_grad_accumulation_matches_a_bigger_batch(tokenizer, data, tiny_model_factory):
     same = [encode_example(tokenizer, "Q:", " a b") for _ in range(8)]  # equal lengths: means agree exactly
     losses = []
     for bs, acc in [(4, 1), (2, 2)]:
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(tiny_config())
-        losses.append(fit(model, same, TrainConfig(steps=3, batch_size=bs, grad_accum=acc, lr=1e-3, progress=False)).loss)
+        model = tiny_model_factory()
+        config = TrainConfig(steps=3, batch_size=bs, grad_accum=acc, lr=1e-3, progress=False)
+        losses.append(fit(model, same, config).loss)
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
-def test_resume_from_checkpoint_repeats_the_run(tmp_path, data):
-    from tests.conftest import tiny_config
-    from transformers import LlamaForCausalLM
-
-    def model():
-        torch.manual_seed(0)
-        return LlamaForCausalLM(tiny_config())
+def test_resume_from_checkpoint_repeats_the_run(tmp_path, data, tiny_model_factory):
+    model = tiny_model_factory  # the same seeded model each time
 
     straight = fit(model(), data, TrainConfig(steps=6, batch_size=3, lr=1e-3, progress=False))
     cfg = dict(batch_size=3, lr=1e-3, progress=False, checkpoint_dir=str(tmp_path), save_every=3)
@@ -52,7 +51,8 @@ def test_resume_from_checkpoint_repeats_the_run(tmp_path, data):
 def test_schedule_warms_up_then_decays():
     cfg = TrainConfig(steps=10, warmup_steps=2, schedule="cosine")
     assert [lr_factor(s, cfg) for s in (0, 1)] == [0.5, 1.0]
-    assert lr_factor(2, cfg) == 1.0 and lr_factor(9, cfg) < 0.05
+    assert lr_factor(2, cfg) == 1.0
+    assert lr_factor(9, cfg) < 0.05
     lin = TrainConfig(steps=10, schedule="linear")
     assert lr_factor(5, lin) == pytest.approx(0.5)
     assert lr_factor(7, TrainConfig(steps=10, schedule="constant")) == 1.0
@@ -72,12 +72,14 @@ def test_bad_input_is_named(tiny_model, data, tokenizer):
 
 def test_lora_trains_only_adapters(tiny_model, data):
     base = {k: v.clone() for k, v in tiny_model.state_dict().items()}
-    model = get_peft_model(tiny_model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
+    model = get_peft_model(tiny_model, lora)
     h = fit(model, data, TrainConfig(steps=10, batch_size=4, lr=5e-3, progress=False))
     assert h.loss[-1] < h.loss[0]
     merged = model.merge_and_unload()
     changed = [k for k, v in merged.state_dict().items() if not torch.equal(v, base[k])]
-    assert changed and all("proj" in k for k in changed)  # only the adapted linears moved (after merging)
+    assert changed
+    assert all("proj" in k for k in changed)  # only the adapted linears moved (after merging)
 
 
 def test_lora_rank_zero_is_a_clear_error(tiny_model):
@@ -85,29 +87,25 @@ def test_lora_rank_zero_is_a_clear_error(tiny_model):
         get_peft_model(tiny_model, LoraConfig(r=0, target_modules="all-linear", task_type="CAUSAL_LM"))
 
 
-def test_qlora_trains_through_fit(tmp_path, data):
-    from transformers import LlamaForCausalLM
-
+def test_qlora_trains_through_fit(tmp_path, data, tiny_model_factory):
     from anlp_ft.models import load_model
-    from tests.conftest import tiny_config
 
-    LlamaForCausalLM(tiny_config(hidden_size=64, intermediate_size=128)).save_pretrained(tmp_path)
+    tiny_model_factory(seed=None, hidden_size=64, intermediate_size=128).save_pretrained(tmp_path)
     model = load_model(str(tmp_path), device="cpu", quantization="nf4", verbose=False)
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
     h = fit(model, data, TrainConfig(steps=8, batch_size=4, lr=5e-3, progress=False))
-    assert all(math.isfinite(x) for x in h.loss) and h.loss[-1] < h.loss[0]
+    assert all(math.isfinite(x) for x in h.loss)
+    assert h.loss[-1] < h.loss[0]
 
 
-def test_uneven_micro_batches_match_one_batch(tokenizer):
+def test_uneven_micro_batches_match_one_batch(tokenizer, tiny_model_factory):
     """The step's loss is the mean over all its response tokens, so accumulation is exact for any lengths."""
-    from tests.conftest import tiny_config
-    from transformers import LlamaForCausalLM
     uneven = [encode_example(tokenizer, "Q:", " a" * (1 + 5 * (i % 2))) for i in range(8)]
     losses = []
     for bs, acc in [(4, 1), (2, 2), (1, 4)]:
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(tiny_config())
-        losses.append(fit(model, uneven, TrainConfig(steps=3, batch_size=bs, grad_accum=acc, lr=1e-3, progress=False)).loss)
+        model = tiny_model_factory()
+        config = TrainConfig(steps=3, batch_size=bs, grad_accum=acc, lr=1e-3, progress=False)
+        losses.append(fit(model, uneven, config).loss)
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
     assert losses[2] == pytest.approx(losses[0], rel=1e-5)
 
@@ -115,16 +113,11 @@ def test_uneven_micro_batches_match_one_batch(tokenizer):
 def test_fp16_branch_autocasts_with_a_grad_scaler(tiny_model, data):
     """The T4 branch (fp16 compute, fp32 master weights, loss scaling), forced on CPU."""
     h = fit(tiny_model, data, TrainConfig(steps=20, batch_size=4, lr=2e-2, mixed_precision="fp16", progress=False))
-    assert h.precision == "fp16" and len(h.loss_scale) == 20 and h.loss_scale[0] > 1
+    assert h.precision == "fp16"
+    assert len(h.loss_scale) == 20
+    assert h.loss_scale[0] > 1
     assert all(p.dtype == torch.float32 for p in tiny_model.parameters())
     assert h.loss[-1] < 0.5 * h.loss[0]
     plain = fit(tiny_model, data, TrainConfig(steps=1, batch_size=4, mixed_precision="no", progress=False))
-    assert plain.precision == "no" and plain.loss_scale == []
-
-
-def test_auto_precision_follows_the_card():
-    from anlp_ft.runtime import autocast_dtype
-    assert autocast_dtype("auto", torch.device("cpu")) is torch.float32
-    assert autocast_dtype("fp16", torch.device("cpu")) is torch.float16
-    with pytest.raises(ValueError, match="mixed_precision"):
-        autocast_dtype("fp8", torch.device("cpu"))
+    assert plain.precision == "no"
+    assert plain.loss_scale == []

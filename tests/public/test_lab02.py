@@ -1,5 +1,5 @@
-"""Self-Instruct plumbing (anlp_ft.self_instruct) and lab 02's public checks: right answers pass, wrong ones fail
-with a message that says what to fix."""
+"""anlp_ft.assignments.public.lab02 (instruction tuning): each public check passes a right answer and fails a
+wrong one with a message that says what to fix."""
 from __future__ import annotations
 
 import random
@@ -9,54 +9,10 @@ import pytest
 from anlp_ft.assignments.checks import CheckFailed
 from anlp_ft.assignments.public import lab02
 from anlp_ft.data.flan import FAMILIES
-from anlp_ft.self_instruct import (HEADER, SEED_INSTRUCTIONS, instruction_prompt, most_similar, parse_instruction,
-                                   rouge_filter, rouge_l)
+from anlp_ft.self_instruct import instruction_prompt, most_similar, rouge_filter
+from anlp_ft.train import History
 
 
-def test_rouge_l_is_one_for_the_same_text_and_zero_for_disjoint():
-    assert rouge_l("sort the numbers", "sort the numbers") == pytest.approx(1.0)
-    assert rouge_l("sort the numbers", "write a poem") == 0.0
-    assert 0.7 <= rouge_l("Sort these numbers from smallest to largest.",
-                          "Sort the numbers from smallest to largest.") < 1.0
-
-
-def test_instruction_prompt_numbers_k_pool_tasks_and_asks_for_the_next():
-    prompt = instruction_prompt(SEED_INSTRUCTIONS, 3, random.Random(0))
-    lines = prompt.split("\n")
-    assert lines[0] == HEADER and lines[-1] == "Task 4:" and len(lines) == 5
-    assert all(line.split(": ", 1)[1] in SEED_INSTRUCTIONS for line in lines[1:4])
-    assert prompt == instruction_prompt(SEED_INSTRUCTIONS, 3, random.Random(0))  # seeded
-    with pytest.raises(ValueError):
-        instruction_prompt(["one task"], 2, random.Random(0))
-
-
-@pytest.mark.parametrize("text, want", [
-    (" Write a story about a dog.\nTask 5: more", "Write a story about a dog."),
-    (" List three colours. Task 6: Name a city.", "List three colours."),
-    (" 12345 is a number", None),
-    (" Hi", None),
-    ("", None),
-])
-def test_parse_instruction_keeps_the_first_usable_line(text, want):
-    assert parse_instruction(text) == want
-
-
-def test_rouge_filter_rejects_near_copies_including_ones_kept_earlier_in_the_batch():
-    pool = ["Sort these numbers from smallest to largest."]
-    result = rouge_filter(["Sort the numbers from smallest to largest.", "Name a red fruit.", "Name a red fruit!",
-                           "Explain how rain forms."], pool)
-    assert result.kept == ["Name a red fruit.", "Explain how rain forms."]
-    assert [r[0] for r in result.rejected] == ["Sort the numbers from smallest to largest.", "Name a red fruit!"]
-    assert result.rejected[1][2] == "Name a red fruit." and result.rejected[1][1] >= 0.7
-    assert pool == ["Sort these numbers from smallest to largest."]  # the caller's pool is not modified
-    assert most_similar("anything", []) == (0.0, "")
-
-
-def test_seed_instructions_are_themselves_novel():
-    assert rouge_filter(SEED_INSTRUCTIONS, []).kept == list(SEED_INSTRUCTIONS)
-
-
-# lab 02 public checks -----------------------------------------------------------------------------------------
 def _mixture(families, n_per_family, seed, single_template=False):
     rng, out = random.Random(seed), []
     for fam in families:
@@ -89,8 +45,6 @@ def test_lab02_ex2_mixture():
 
 
 def test_lab02_ex3_reads_the_history():
-    from anlp_ft.train import History
-
     assert "loss" in lab02.ex3(History(steps=[0, 1], loss=[2.0, 0.5]), 0.8)
     with pytest.raises(CheckFailed, match="training loss"):
         lab02.ex3(History(steps=[0, 1], loss=[2.0, 1.5]), 0.8)

@@ -1,18 +1,12 @@
-"""anlp_ft.distill: the KD loss against torch's kl_div, the fit loss_fn, teacher data, verifier filtering, speed;
-and lab 04's public checks on right and wrong answers."""
+"""anlp_ft.distill: the KD loss against torch's kl_div, the fit loss_fn, teacher data, verifier filtering, speed."""
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import LlamaForCausalLM
 
 from anlp_ft import distill
-from anlp_ft.assignments import CheckFailed
-from anlp_ft.assignments.public import lab04
 from anlp_ft.data.arithmetic import is_correct
 from anlp_ft.formatting import IGNORE_INDEX, encode_example, plain_prompt
 from anlp_ft.train import TrainConfig, fit
-
-from conftest import tiny_config
 
 
 def _logits(seed=0, shape=(2, 5, 30)):
@@ -44,10 +38,9 @@ def test_kd_loss_is_zero_for_equal_logits_and_rejects_bad_arguments():
         distill.kd_loss(s, s, torch.zeros_like(mask))
 
 
-def test_token_kd_loss_fn_trains_a_student_towards_its_teacher(tokenizer):
-    torch.manual_seed(0)
-    teacher = LlamaForCausalLM(tiny_config(num_hidden_layers=2)).eval()
-    student = LlamaForCausalLM(tiny_config(num_hidden_layers=1))
+def test_token_kd_loss_fn_trains_a_student_towards_its_teacher(tokenizer, tiny_model_factory):
+    teacher = tiny_model_factory(num_hidden_layers=2).eval()
+    student = tiny_model_factory(seed=None, num_hidden_layers=1)  # drawn right after the teacher, as before
     data = [encode_example(tokenizer, plain_prompt(f"What is {a} + 1?"), f" {a + 1}") for a in range(10, 18)]
     loss_fn = distill.token_kd_loss_fn(teacher, temperature=2.0)
     history = fit(student, data, TrainConfig(steps=15, batch_size=4, lr=1e-2, progress=False), loss_fn=loss_fn)
@@ -63,9 +56,11 @@ def test_response_positions_shift_the_labels():
 def test_teacher_examples_and_sampling(tokenizer, tiny_model):
     questions = ["What is 1 + 2?", "What is 3 + 4?"]
     examples, answers = distill.teacher_examples(tiny_model, tokenizer, questions, max_new_tokens=5)
-    assert len(answers) == 2 and len(examples) == sum(bool(a.strip()) for a in answers)
+    assert len(answers) == 2
+    assert len(examples) == sum(bool(a.strip()) for a in answers)
     samples = distill.sample_solutions(tiny_model, tokenizer, questions, k=3, max_new_tokens=5, seed=0)
-    assert len(samples) == 2 and all(len(s) == 3 for s in samples)
+    assert len(samples) == 2
+    assert all(len(s) == 3 for s in samples)
     assert samples == distill.sample_solutions(tiny_model, tokenizer, questions, k=3, max_new_tokens=5, seed=0)
 
 
@@ -82,46 +77,3 @@ def test_keep_verified_filters_dedups_and_caps():
 def test_generation_tokens_per_s_is_positive(tokenizer, tiny_model):
     speed = distill.generation_tokens_per_s(tiny_model, tokenizer, ["Hello", "What is 1 + 2?"], new_tokens=4)
     assert speed > 0
-
-
-# Lab 04's public checks: pass on the reference, fail with a useful message on typical mistakes -------------------
-def _kd(s, t, m, temperature=1.0, direction="forward"):
-    return distill.kd_loss(s, t, m, temperature=temperature, direction=direction)
-
-
-def test_lab04_ex1_accepts_reference_and_names_mistakes():
-    assert "match" in lab04.ex1(_kd)
-    mistakes = {
-        "T^2": lambda s, t, m, T=1.0, d="forward": _kd(s, t, m, T, d) / T**2,
-        "reverse": lambda s, t, m, T=1.0, d="forward": _kd(s, t, m, T, "reverse" if d == "forward" else "forward"),
-        "mask": lambda s, t, m, T=1.0, d="forward": _kd(s, t, torch.ones_like(m), T, d),
-    }
-    for words, fn in mistakes.items():
-        with pytest.raises(CheckFailed, match=words.replace("^", r"\^")):
-            lab04.ex1(fn)
-
-
-def test_lab04_ex2_accepts_reference_and_catches_unshifted_logits():
-    assert "equals" in lab04.ex2(lambda teacher, temperature=2.0: distill.token_kd_loss_fn(teacher, temperature=temperature))
-
-    def unshifted(teacher, temperature=2.0):
-        def loss_fn(student, batch):
-            inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-            with torch.no_grad():
-                t = teacher(**inputs).logits
-            return distill.kd_loss(student(**inputs).logits, t, batch["labels"] != IGNORE_INDEX, temperature=temperature)
-        return loss_fn
-
-    with pytest.raises(CheckFailed, match="shift"):
-        lab04.ex2(unshifted)
-
-
-def test_lab04_ex4_accepts_reference_and_catches_duplicates():
-    assert "kept" in lab04.ex4(distill.keep_verified, is_correct)
-
-    def with_duplicates(problems, samples, verify):
-        return [{"question": p["question"], "solution": s.strip(), "answer": p["answer"]}
-                for p, outs in zip(problems, samples) for s in outs if s.strip() and verify(s, p["answer"])]
-
-    with pytest.raises(CheckFailed, match="duplicates"):
-        lab04.ex4(with_duplicates, is_correct)
