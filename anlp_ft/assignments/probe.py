@@ -1,0 +1,75 @@
+"""The code the grader injects into a submission's kernel, as real Python (linted and tested like the rest).
+
+`hidden_tests` runs one hidden-tests cell's parts in the kernel's namespace and writes one line
+``<nonce> <json>`` with the pass/fail of each part. The grader sends its source text into the kernel
+(`injected_source`), so nothing of the grader is imported from the student's process. See CONTRIBUTING.md,
+"Grading", for the protocol.
+"""
+from __future__ import annotations
+
+import inspect
+
+
+def hidden_tests(nonce: str, exercise: str, module_name: str, module_path: str | None, parts: list[str]) -> None:
+    """Run `parts` (source strings) in the kernel's namespace; report each part's pass/fail on stdout."""
+    import importlib.util
+    import json
+    import sys
+    import traceback
+
+    from IPython import get_ipython
+
+    ns = get_ipython().user_ns
+    package_name, _, attr = module_name.rpartition(".")
+    package = sys.modules.get(package_name)
+    saved = sys.modules.get(module_name), getattr(package, attr, None), ns.get("check")
+    results: list[dict] = []
+    try:
+        fresh = None
+        if module_path:
+            # A fresh copy from the file: patches to the imported module or to `check` do not reach it.
+            spec = importlib.util.spec_from_file_location(module_name, module_path)
+            fresh = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = fresh
+            spec.loader.exec_module(fresh)
+            if package is not None:
+                setattr(package, attr, fresh)
+
+        def check(name, *args, **kwargs):  # strict: a stub fails here instead of being reported
+            if fresh is None:
+                raise RuntimeError("this lab has no public checks module")
+            getattr(fresh, name)(*args, **kwargs)
+            return True
+
+        ns["check"] = check
+        for number, source in enumerate(parts, start=1):
+            try:
+                exec(compile(source, f"<hidden tests {exercise} part {number}>", "exec"), ns)
+                results.append({"passed": True})
+            except BaseException as error:
+                results.append({"passed": False, "error": f"{type(error).__name__}: {error}"[:300]})
+                traceback.print_exc()
+    except BaseException as error:
+        results = [{"passed": False, "error": f"grader: {type(error).__name__}: {error}"[:300]}] * len(parts)
+    finally:
+        if saved[0] is None:
+            sys.modules.pop(module_name, None)
+        else:
+            sys.modules[module_name] = saved[0]
+        if package is not None and saved[1] is not None:
+            setattr(package, attr, saved[1])
+        if saved[2] is None:
+            ns.pop("check", None)
+        else:
+            ns["check"] = saved[2]
+    sys.stdout.write("\n" + nonce + " " + json.dumps({"exercise": exercise, "parts": results}) + "\n")
+    sys.stdout.flush()
+
+
+def injected_source(nonce: str, exercise: str, module_name: str, module_path: str | None, parts: list[str]) -> str:
+    """The text of one injected cell: `hidden_tests`' own source, one call, and its removal from the namespace."""
+    name = "_anlp_ft_hidden_tests"
+    body = inspect.getsource(hidden_tests).replace("def hidden_tests(", f"def {name}(", 1)
+    call = f"{name}({nonce!r}, {exercise!r}, {module_name!r}, {module_path!r}, {parts!r})"
+    return (f"# Hidden tests for {exercise}, injected by the anlp-ft grader (not part of the submission).\n"
+            f"{body}\n\n{call}\ndel {name}\n")
