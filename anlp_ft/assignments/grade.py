@@ -27,14 +27,18 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from .assemble import Assembled, assemble
 from .grade_worker import is_memory_error
-from .gradebook import Row, summarize, write_gradebook
+from .gradebook import Row, merge_gradebooks, summarize, write_gradebook
 from .labspec import GradingError, LabSpec, load_lab
+from .reports import canvas_csv, feedback_markdown, gradescope_results, summary_markdown, write_histogram, write_json
 
 __all__ = ["GradingError", "LabSpec", "Row", "add_grade_parser", "assemble", "grade", "grade_one", "load_lab"]
 
@@ -90,32 +94,38 @@ def _execute(job: dict[str, Any], run_dir: Path, timeout: float) -> dict[str, An
     return json.loads(result_file.read_text(encoding="utf-8"))
 
 
-def _score(spec: LabSpec, result: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
+def _score(spec: LabSpec, result: dict[str, Any]) -> tuple[dict[str, float], list[dict[str, Any]], list[str]]:
+    """Points per exercise from the injected cells' result lines, each graded part as a record
+    {exercises, cell, title, passed, error}, and notes for the instructor's log."""
     passed = dict.fromkeys(spec.exercises, 0)
     total = dict.fromkeys(spec.exercises, 0)
+    records: list[dict[str, Any]] = []
     notes: list[str] = []
     for cid, hidden in spec.hidden.items():
         for name in hidden.exercises:
             total[name] += len(hidden.parts)
         payloads = result.get("results", {}).get(cid, [])
+        payload = payloads[0] if len(payloads) == 1 else None
+        parts = payload.get("parts") if isinstance(payload, dict) else None
         if len(payloads) != 1:
             notes.append(f"{cid}: {len(payloads)} results (expected 1), counted as failed")
-            continue
-        payload = payloads[0]
-        parts = payload.get("parts") if isinstance(payload, dict) else None
-        if (not isinstance(parts, list) or len(parts) != len(hidden.parts)
+        elif (not isinstance(parts, list) or len(parts) != len(hidden.parts)
                 or payload.get("exercise") != hidden.label):
             notes.append(f"{cid}: malformed result, counted as failed")
-            continue
+        if not isinstance(parts, list) or len(parts) != len(hidden.parts) or payload.get("exercise") != hidden.label:
+            parts = [{"passed": False, "error": ""}] * len(hidden.parts)
         for number, part in enumerate(parts, start=1):
-            if isinstance(part, dict) and part.get("passed") is True:
+            ok = isinstance(part, dict) and part.get("passed") is True
+            error = "" if ok else str(part.get("error", "") if isinstance(part, dict) else "")
+            records.append({"exercises": list(hidden.exercises), "cell": cid, "title": hidden.title(number),
+                            "passed": ok, "error": error})
+            if ok:
                 for name in hidden.exercises:
                     passed[name] += 1
-            else:
-                error = part.get("error", "") if isinstance(part, dict) else ""
+            elif error:
                 notes.append(f"{cid} part {number}: {error}")
     scores = {ex: round(points * passed[ex] / total[ex], 2) for ex, points in spec.exercises.items()}
-    return scores, notes
+    return scores, records, notes
 
 
 def _status(assembled: Assembled, result: dict[str, Any] | None) -> str:
@@ -161,34 +171,71 @@ def grade_one(spec: LabSpec, submission: str, data: bytes, run_dir: Path, timeou
     zero = dict.fromkeys(spec.exercises, 0.0)
     if assembled.notebook is None:
         row = Row(submission, zero, 0.0, spec.max_total, _status(assembled, None))
-        return row, {"status": row.status}
+        return row, {"status": row.status, "parts": _score(spec, {})[1]}
     job = {"notebook": assembled.notebook, "nonce": nonce, "timeout": timeout, "memory_mb": memory_mb,
            "parameters": {"PROFILE": profile, "SEED": seed, "GRADING": True}, "start_timeout": 120}
     result = _execute(job, run_dir, timeout)
-    scores, notes = _score(spec, result)
+    scores, parts, notes = _score(spec, result)
     row = Row(submission, scores, round(sum(scores.values()), 2), spec.max_total, _status(assembled, result))
     log = {"status": row.status, "tampered": assembled.tampered, "notes": assembled.notes + notes,
            "errors": result.get("errors", []), "seconds": result.get("seconds"),
-           "dropped_output_bytes": result.get("dropped_bytes", 0)}
+           "dropped_output_bytes": result.get("dropped_bytes", 0), "parts": parts}
     return row, log
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """"K/N" -> (K, N), 1 <= K <= N; None -> (1, 1)."""
+    if not text:
+        return 1, 1
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise GradingError(f"--shard must be K/N with 1 <= K <= N (e.g. 2/4), not {text!r}")
+    return int(k), int(n)
+
+
+def _resume_key(spec: LabSpec, data: bytes | None, timeout: float, memory_mb: int, seed: int, profile: str) -> dict:
+    """What a stored row depends on: the same lab, submission bytes and settings give the same row."""
+    return {"solution_sha256": hashlib.sha256(spec.solution.read_bytes()).hexdigest(),
+            "submission_sha256": hashlib.sha256(data).hexdigest() if data is not None else None,
+            "timeout": timeout, "memory_mb": memory_mb, "seed": seed, "profile": profile}
+
+
+def _stored_row(record_file: Path, key: dict) -> tuple[Row, dict[str, Any]] | None:
+    """The row an earlier, interrupted run of the same command already wrote for this submission, if any."""
+    try:
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if record.get("key") != key or not isinstance(record.get("row"), dict):
+        return None
+    r = record["row"]
+    return Row(r["submission"], r["scores"], r["total"], r["max_total"], r["status"]), record
 
 
 def grade(lab: str | Path, submissions: list[str | Path], out_csv: str | Path, timeout: float = DEFAULT_TIMEOUT_S,
           memory_mb: int = DEFAULT_MEMORY_MB, workers: int = 1, output_dir: str | Path | None = None,
-          seed: int = 0, profile: str = "quick", quiet: bool = False) -> list[Row]:
+          seed: int = 0, profile: str = "quick", quiet: bool = False, shard: str | None = None,
+          formats: Sequence[str] = ()) -> list[Row]:
     """Grade ``submissions`` of ``lab`` into the gradebook ``out_csv``; one row per submission, sorted by name.
 
-    ``out_csv`` must not exist yet (an earlier gradebook is never overwritten). Executed copies and
-    logs go to ``output_dir`` (default: ``<out_csv without .csv>-runs/``), one folder per submission.
-    Submission files are read once and never written.
+    ``out_csv`` must not exist yet (an earlier gradebook is never overwritten). Executed copies, logs, feedback
+    and each submission's row go to ``output_dir`` (default: ``<out_csv without .csv>-runs/``), one folder per
+    submission, as soon as it is graded: the same command run again after an interruption grades only what is
+    missing. ``shard="K/N"`` grades the K-th of N deterministic parts (merge their gradebooks with
+    `merge_gradebooks`). ``formats`` adds exports beside the gradebook: "canvas". Submission files are read once
+    and never written.
     """
     out_csv = Path(out_csv)
     if out_csv.exists():
         raise FileExistsError(f"{out_csv} exists; grading never overwrites a gradebook: "
                               "move it away or pick another --out")
+    unknown = set(formats) - {"canvas"}
+    if unknown:
+        raise GradingError(f"unknown --format {sorted(unknown)}; known: canvas")
+    k, n = parse_shard(shard)
     spec = load_lab(lab)
     output_dir = (Path(output_dir) if output_dir else out_csv.with_name(out_csv.stem + "-runs")).resolve()
-    names = sorted(dict.fromkeys(str(s) for s in submissions))
+    names = sorted(dict.fromkeys(str(s) for s in submissions))[k - 1::n]
     snapshots: dict[str, bytes | None] = {}
     for name in names:
         try:
@@ -200,34 +247,51 @@ def grade(lab: str | Path, submissions: list[str | Path], out_csv: str | Path, t
     if any(p.is_relative_to(output_dir.resolve()) for p in resolved):
         raise GradingError(f"the output folder {output_dir} holds submissions; pick another --output-dir")
     output_dir.mkdir(parents=True, exist_ok=True)
+    resumed = 0
+    interrupted = threading.Event()  # set on Ctrl-C / SIGTERM: a run cut short by it must not be recorded
 
     def one(name: str) -> tuple[Row, dict[str, Any]]:
+        nonlocal resumed
         run_dir = output_dir / _run_name(name)
         data = snapshots[name]
+        key = _resume_key(spec, data, timeout, memory_mb, seed, profile)
+        stored = _stored_row(run_dir / "grading.json", key)
+        if stored is not None:
+            resumed += 1
+            return stored
         tic = time.monotonic()
         if data is None:
             row = Row(name, dict.fromkeys(spec.exercises, 0.0), 0.0, spec.max_total,
                       "invalid notebook: cannot read the file")
-            log: dict[str, Any] = {"status": row.status}
+            log: dict[str, Any] = {"status": row.status, "parts": _score(spec, {})[1]}
         else:
             try:
                 row, log = grade_one(spec, name, data, run_dir, timeout, memory_mb, seed, profile)
             except Exception as error:  # the batch always completes
                 row = Row(name, dict.fromkeys(spec.exercises, 0.0), 0.0, spec.max_total,
                           f"error: grader failed: {type(error).__name__}: {error}"[:300])
-                log = {"status": row.status}
+                log = {"status": row.status, "parts": _score(spec, {})[1]}
         log["wall_s"] = round(time.monotonic() - tic, 2)
+        if interrupted.is_set():  # its worker was stopped by the interruption: grade it again next time
+            raise KeyboardInterrupt(name)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "grading.json").write_text(json.dumps({"submission": name, **log}, indent=1, sort_keys=True),
-                                              encoding="utf-8")
+        (run_dir / "feedback.md").write_text(feedback_markdown(spec.number, row, spec.exercises, log["parts"]),
+                                             encoding="utf-8")
+        write_json(run_dir / "results.json", gradescope_results(row, spec.exercises, log["parts"]))
+        # The row last, atomically: its presence is what marks the submission as graded.
+        record = {"submission": name, "key": key, "row": asdict(row), **log}
+        tmp = run_dir / "grading.json.tmp"
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8")
+        tmp.replace(run_dir / "grading.json")
         if not quiet:
             print(f"{row.percent:6.1f}%  {row.status}  {name}  ({log['wall_s']:.0f} s)", flush=True)
-        return row, log
+        return row, record
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers))
     try:
         graded = list(pool.map(one, names))
     except BaseException:  # Ctrl-C: no worker or kernel may outlive the command
+        interrupted.set()
         pool.shutdown(wait=False, cancel_futures=True)
         for proc, run_dir in list(_RUNNING.values()):
             _stop(proc, run_dir)
@@ -241,9 +305,19 @@ def grade(lab: str | Path, submissions: list[str | Path], out_csv: str | Path, t
             print(f"warning: {row.submission} changed on disk during grading (graded from the copy read at the start)",
                   file=sys.stderr)
     write_gradebook(rows, list(spec.exercises), out_csv)
+    histogram = out_csv.with_name(out_csv.stem + "-histogram.png")
+    write_histogram(rows, histogram, f"lab {spec.number}: percent per submission")
+    out_csv.with_name(out_csv.stem + "-summary.md").write_text(
+        summary_markdown(spec.number, rows, spec.exercises, histogram.name), encoding="utf-8")
+    if "canvas" in formats:
+        out_csv.with_name(out_csv.stem + "-canvas.csv").write_text(
+            canvas_csv(rows, f"Lab {spec.number}"), encoding="utf-8", newline="")
     if not quiet:
+        if resumed:
+            print(f"resumed: {resumed} of {len(rows)} rows were already graded by an earlier run of this command")
         print(summarize(rows, [log.get("wall_s", 0.0) for _, log in graded]))
-        print(f"gradebook: {out_csv}; executed notebooks and logs: {output_dir}")
+        print(f"gradebook: {out_csv} (summary, histogram{', canvas' if formats else ''} beside it); "
+              f"executed notebooks, logs and feedback: {output_dir}")
     return rows
 
 
@@ -253,7 +327,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         rows = grade(args.lab, args.submissions, args.out, timeout=args.timeout, memory_mb=args.memory_mb,
-                     workers=args.workers, output_dir=args.output_dir)
+                     workers=args.workers, output_dir=args.output_dir, shard=args.shard, formats=args.format or ())
     except (GradingError, FileExistsError) as error:
         print(f"anlp-ft grade: {error}", file=sys.stderr)
         return 2
@@ -274,8 +348,28 @@ def add_grade_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help=f"address-space cap of each kernel in MiB (default {DEFAULT_MEMORY_MB})")
     p.add_argument("--workers", type=int, default=1, help="submissions graded at once (default 1)")
     p.add_argument("--output-dir", default=None, help="executed notebooks and logs (default: <out>-runs/)")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="grade only the K-th of N deterministic parts of the batch (join them with grade-merge)")
+    p.add_argument("--format", action="append", choices=["canvas"],
+                   help="also write <out>-canvas.csv for Canvas's gradebook import")
     p.set_defaults(func=cmd_grade)
+    m = subparsers.add_parser("grade-merge", help="join the gradebooks of --shard runs into one",
+                              description="Join gradebooks of one lab (from `anlp-ft grade --shard K/N`) into the "
+                                          "gradebook a single run writes.")
+    m.add_argument("parts", metavar="GRADEBOOK", nargs="+", help="the shards' gradebook CSVs")
+    m.add_argument("--out", required=True, help="gradebook CSV to create (never overwritten)")
+    m.set_defaults(func=cmd_merge)
     return p
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    try:
+        count = merge_gradebooks(args.parts, args.out)
+    except (ValueError, FileExistsError, OSError) as error:
+        print(f"anlp-ft grade-merge: {error}", file=sys.stderr)
+        return 2
+    print(f"{count} rows from {len(args.parts)} gradebooks: {args.out}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Row", "read_gradebook", "summarize", "write_gradebook"]
+__all__ = ["Row", "merge_gradebooks", "read_gradebook", "summarize", "write_gradebook"]
 
 
 def _number(x: float) -> str:
@@ -76,3 +76,35 @@ def summarize(rows: Sequence[Row], seconds: Sequence[float] = ()) -> str:
         lines.append(f"time per submission: mean {statistics.fmean(seconds):.1f} s, max {max(seconds):.1f} s")
     lines += [f"  {r.submission}: {r.status}" for r in sorted(failures, key=lambda r: r.submission)]
     return "\n".join(lines)
+
+
+def merge_gradebooks(parts: Sequence[str | Path], path: str | Path) -> int:
+    """Join the gradebooks of `anlp-ft grade --shard K/N` runs into the one a single run writes (byte for byte:
+    same header, rows sorted by submission, the same CSV dialect). Refuses different labs and repeated rows."""
+    header_seen: list[str] | None = None
+    rows: dict[str, list[str]] = {}
+    for part in parts:
+        with open(part, encoding="utf-8", newline="") as f:
+            reader = csv.reader(f)
+            header_row = next(reader, None)
+            if header_row is None:
+                raise ValueError(f"{part} is empty: not a gradebook")
+            if header_seen is None:
+                header_seen = header_row
+            elif header_row != header_seen:
+                raise ValueError(f"{part} has other columns than {parts[0]} (another lab?): {header_row}")
+            for row in reader:
+                if row[0] in rows:
+                    raise ValueError(f"{row[0]} is graded in two of the gradebooks; each submission must be in one")
+                rows[row[0]] = row
+    if header_seen is None:
+        raise ValueError("no gradebooks to merge")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+    writer.writerow(header_seen)
+    for name in sorted(rows):
+        writer.writerow(rows[name])
+    path = Path(path)
+    with open(path, "x", encoding="utf-8", newline="") as f:  # never replaces an existing gradebook
+        f.write(buffer.getvalue())
+    return len(rows)

@@ -35,6 +35,12 @@ class HiddenCell:
     exercises: tuple[str, ...]  # every part counts for each of them
     parts: list[str]
     after: str | None = None  # None: at its place in the solution; else injected after this lab cell
+    titles: list[str] = field(default_factory=list)  # one per part: its `# PART` label, for feedback
+
+    def title(self, number: int) -> str:
+        """The part's label (1-based), or "part N" when it has none."""
+        given = self.titles[number - 1] if number - 1 < len(self.titles) else ""
+        return given or f"part {number}"
 
     @property
     def label(self) -> str:
@@ -160,10 +166,17 @@ def load_lab(lab: str | Path) -> LabSpec:
         if not graded:
             raise GradingError(f"{source_name}, cell {cell_id}: a hidden-tests cell needs metadata "
                                f'{{"anlp_ft": {{"hidden_tests_for": "<exercise>"}}}} naming one of {list(exercises)}')
-        parts = [p for p in PART_LINE.split(cell_source(cell)) if p.strip()]
+        source = cell_source(cell)
+        titles_found = [m.group(0).split("PART", 1)[1].strip() for m in PART_LINE.finditer(source)]
+        labelled = zip(["", *titles_found], PART_LINE.split(source))
+        parts, titles = [], []
+        for title, part in labelled:
+            if part.strip():
+                parts.append(part)
+                titles.append(title)
         if not parts:
             raise GradingError(f"{source_name}, cell {cell_id}: empty hidden-tests cell")
-        hidden[cell_id] = HiddenCell(cell_id, graded, parts)
+        hidden[cell_id] = HiddenCell(cell_id, graded, parts, titles=titles)
         for name in graded:
             counts[name] += len(parts)
     # An exercise without hidden tests is graded by the lab's public check calls, re-run strictly.
@@ -174,7 +187,8 @@ def load_lab(lab: str | Path) -> LabSpec:
         for name, calls in _check_calls(cell_source(cell)).items():
             if name in unchecked:
                 key = f"{cell.id}-{name}-checks"
-                hidden[key] = HiddenCell(key, (name,), calls, after=cell.id)
+                hidden[key] = HiddenCell(key, (name,), calls, after=cell.id,
+                                         titles=[call.split("\n")[0][:60] for call in calls])
                 counts[name] += len(calls)
     if missing := [name for name, n in counts.items() if n == 0]:
         raise GradingError(f"{source_name}: no hidden-tests cell and no check(...) call for {', '.join(missing)}; "

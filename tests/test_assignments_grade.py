@@ -336,3 +336,93 @@ def test_cli_parser_registers_grade() -> None:
     assert (args.lab, args.submissions, args.out, args.timeout, args.memory_mb, args.workers, args.output_dir) == (
         "01", ["a.ipynb", "b.ipynb"], "g.csv", 30.0, 2048, 2, "runs")
     assert callable(args.func)
+
+
+def test_feedback_and_gradescope_results_per_submission_show_no_hidden_code(batch) -> None:
+    run = next((batch["root"] / "runs").glob("missing_exercise-*"))
+    feedback = (run / "feedback.md").read_text(encoding="utf-8")
+    assert "**5 / 6 points (83.3%)**" in feedback
+    assert "| ex3 | 0 / 1 | 0 / 1 |" in feedback
+    assert 'shout("hi")' not in feedback  # the hidden test's code never reaches the student
+    results = json.loads((run / "results.json").read_text(encoding="utf-8"))
+    assert (results["score"], results["max_score"]) == (5.0, 6.0)
+    assert [(t["name"], t["score"], t["max_score"]) for t in results["tests"]] == [
+        ("ex1", 2.0, 2.0), ("ex2", 3.0, 3.0), ("ex3", 0.0, 1.0)]
+
+
+def test_a_failed_public_check_shows_its_message_in_the_feedback(batch) -> None:
+    run = next((batch["root"] / "runs").glob("monkeypatched_check-*"))
+    feedback = (run / "feedback.md").read_text(encoding="utf-8")
+    assert "## What did not pass" in feedback
+    assert "negative and fractional numbers" in feedback  # the part's title, not its code
+
+
+def test_summary_and_histogram_beside_the_gradebook(batch) -> None:
+    summary = (batch["root"] / "gradebook-summary.md").read_text(encoding="utf-8")
+    assert f"{len(BAD)} submissions" in summary
+    assert "| ex1 | 2 |" in summary
+    assert (batch["root"] / "gradebook-histogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+SMALL = ["blank", "invalid_json", "solution"]  # two kernels and one invalid file: a batch in seconds
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(solution_path, tmp_path_factory) -> tuple[list[str], bytes]:
+    """The small batch's submissions (the gradebook names them by path, so the others grade the same files) and
+    the gradebook one uninterrupted run writes."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    paths = write_submissions(root / "submitted", SMALL)
+    grade(solution_path, paths, root / "book.csv", timeout=TIMEOUT, memory_mb=MEMORY_MB, quiet=True)
+    return paths, (root / "book.csv").read_bytes()
+
+
+def test_two_shards_merged_equal_one_run_byte_for_byte(solution_path, uninterrupted, tmp_path, capsys) -> None:
+    from anlp_ft.cli import main
+
+    paths, expected = uninterrupted
+    for k in (1, 2):
+        grade(solution_path, paths, tmp_path / f"part{k}.csv", timeout=TIMEOUT, memory_mb=MEMORY_MB, quiet=True,
+              shard=f"{k}/2", output_dir=tmp_path / "runs")
+    sizes = [len((tmp_path / f"part{k}.csv").read_text().splitlines()) - 1 for k in (1, 2)]
+    assert sizes == [2, 1]
+    assert main(["grade-merge", str(tmp_path / "part1.csv"), str(tmp_path / "part2.csv"),
+                 "--out", str(tmp_path / "all.csv")]) == 0
+    assert (tmp_path / "all.csv").read_bytes() == expected
+    assert main(["grade-merge", str(tmp_path / "part1.csv"), str(tmp_path / "part1.csv"),
+                 "--out", str(tmp_path / "twice.csv")]) == 2
+    assert "graded in two of the gradebooks" in capsys.readouterr().err
+
+
+def test_bad_shard_is_a_clear_error(solution_path, tmp_path) -> None:
+    with pytest.raises(GradingError, match="K/N"):
+        grade(solution_path, [], tmp_path / "x.csv", shard="3/2", quiet=True)
+
+
+def test_a_batch_killed_half_way_and_run_again_equals_one_run(solution_path, uninterrupted, tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    paths, expected = uninterrupted
+    out, runs = tmp_path / "book.csv", tmp_path / "runs"
+    command = [sys.executable, "-m", "anlp_ft.cli", "grade", str(solution_path), *paths, "--out", str(out),
+               "--timeout", str(TIMEOUT), "--memory-mb", str(MEMORY_MB), "--output-dir", str(runs)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(runs.glob("blank-*/grading.json")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)  # as a CI timeout or a closed terminal would
+    proc.wait(timeout=60)
+    assert not out.exists(), "the interrupted run must not leave a gradebook"
+    done_before = {p.parent.name.split("-")[0] for p in runs.glob("*/grading.json")}
+    assert "blank" in done_before
+    assert "solution" not in done_before
+    blank_record = next(runs.glob("blank-*/grading.json"))
+    stamp = blank_record.stat().st_mtime_ns
+    rows = grade(solution_path, paths, out, timeout=TIMEOUT, memory_mb=MEMORY_MB, output_dir=runs, quiet=True)
+    assert len(rows) == len(SMALL)
+    assert blank_record.stat().st_mtime_ns == stamp, "a submission graded before the kill was graded again"
+    assert out.read_bytes() == expected
