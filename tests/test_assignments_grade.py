@@ -185,7 +185,8 @@ def test_one_row_per_submission_with_the_gradebook_columns(batch) -> None:
     assert all(row["max_total"] == "6" for row in batch["book"].values())
     pandas = pytest.importorskip("pandas")
     frame = pandas.read_csv(batch["root"] / "gradebook.csv")
-    assert len(frame) == len(BAD) and frame["percent"].dtype.kind == "f"
+    assert len(frame) == len(BAD)
+    assert frame["percent"].dtype.kind == "f"
 
 
 def test_solution_scores_full_marks_and_blank_lab_zero(batch) -> None:
@@ -200,7 +201,8 @@ def test_solution_scores_full_marks_and_blank_lab_zero(batch) -> None:
                                           ("other_lab", "invalid notebook: a notebook of solutions/05_memory")])
 def test_unreadable_or_foreign_notebooks_are_invalid_and_score_zero(batch, name, status) -> None:
     row = batch["book"][name]
-    assert row["status"].startswith(status) and row["total"] == "0"
+    assert row["status"].startswith(status)
+    assert row["total"] == "0"
 
 
 def test_infinite_loop_times_out_keeping_points_of_tests_that_ran(batch) -> None:
@@ -229,14 +231,17 @@ def test_tampered_protected_cells_are_named_and_the_original_runs(batch, name, s
     assert row["percent"] == "100"  # the answers are right; the original check ran
 
 
-def test_monkeypatched_check_earns_nothing(batch) -> None:
+def test_monkeypatched_check_earns_nothing_and_is_flagged(batch) -> None:
     row = batch["book"]["monkeypatched_check"]
-    assert scores(row) == (0, 0, 0) and row["status"] == "ok"
+    assert scores(row) == (0, 0, 0)
+    assert row["status"].startswith("suspicious: patches ")  # evidence for a human, points unchanged
+    assert "(ex1)" in row["status"]
 
 
 def test_printed_fake_score_earns_nothing(batch) -> None:
     row = batch["book"]["fake_score"]
-    assert scores(row) == (0, 0, 0) and row["status"] == "ok"
+    assert scores(row) == (0, 0, 0)
+    assert row["status"] == "ok"
 
 
 def test_huge_output_is_capped_and_graded(batch) -> None:
@@ -248,7 +253,8 @@ def test_huge_output_is_capped_and_graded(batch) -> None:
 
 def test_missing_exercise_scores_zero_for_it_only(batch) -> None:
     row = batch["book"]["missing_exercise"]
-    assert scores(row) == (2, 3, 0) and row["status"] == "ok"
+    assert scores(row) == (2, 3, 0)
+    assert row["status"] == "ok"
 
 
 def test_exception_inside_an_exercise_is_reported_and_grading_goes_on(batch) -> None:
@@ -261,7 +267,8 @@ def test_submission_files_are_never_modified_and_runs_are_kept(batch) -> None:
     after = {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in batch["paths"]}
     assert after == batch["before"]
     run = next((batch["root"] / "runs").glob("solution-*"))
-    assert (run / "executed.ipynb").is_file() and (run / "grading.json").is_file()
+    assert (run / "executed.ipynb").is_file()
+    assert (run / "grading.json").is_file()
     executed = nbformat.read(str(run / "executed.ipynb"), as_version=4)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
 
@@ -275,7 +282,9 @@ def test_grading_is_deterministic_and_never_overwrites_a_gradebook(solution_path
           output_dir=batch["root"] / "runs-again", quiet=True)
     first = (batch["root"] / "gradebook.csv").read_text(encoding="utf-8").splitlines()
     second = again.read_text(encoding="utf-8").splitlines()
-    assert second[0] == first[0] and set(second[1:]) <= set(first[1:]) and len(second) == len(names) + 1
+    assert second[0] == first[0]
+    assert set(second[1:]) <= set(first[1:])
+    assert len(second) == len(names) + 1
     with pytest.raises(FileExistsError, match="never overwrites"):
         grade(solution_path, paths, again, quiet=True)
     assert again.read_text(encoding="utf-8").splitlines() == second

@@ -25,7 +25,7 @@ from .labspec import HiddenCell, LabSpec, cell_source, source_hash
 from .markers import HIDDEN_TESTS_TAG
 from .probe import injected_source
 
-__all__ = ["Assembled", "assemble"]
+__all__ = ["Assembled", "assemble", "student_code"]
 
 
 @dataclass
@@ -168,3 +168,16 @@ def assemble(spec: LabSpec, data: bytes, nonce: str) -> Assembled:
     graded.cells = out  # ids: the lab's, "added-N" (student's extra cell N) and "<hidden id>-graded"
     notes = [f"{sum(len(v) for v in after.values())} cells added by the student were run"] if after else []
     return Assembled(graded, tampered, None, notes)
+
+
+def student_code(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:
+    """(label, source) of every cell of an assembled notebook whose code the student wrote: the exercise cells
+    (labelled by exercise) and the cells they added ("added-N"). What `suspicious.scan` reads."""
+    cells = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        exercise = _exercise_of(cell)
+        if exercise or str(cell.get("id", "")).startswith("added-"):
+            cells.append((exercise or cell.id, cell_source(cell)))
+    return cells

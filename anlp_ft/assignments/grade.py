@@ -34,11 +34,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .assemble import Assembled, assemble
+from .assemble import Assembled, assemble, student_code
 from .grade_worker import is_memory_error
 from .gradebook import Row, merge_gradebooks, summarize, write_gradebook
 from .labspec import GradingError, LabSpec, load_lab
 from .reports import canvas_csv, feedback_markdown, gradescope_results, summary_markdown, write_histogram, write_json
+from .suspicious import scan, summary
 
 __all__ = ["GradingError", "LabSpec", "Row", "add_grade_parser", "assemble", "grade", "grade_one", "load_lab"]
 
@@ -128,7 +129,7 @@ def _score(spec: LabSpec, result: dict[str, Any]) -> tuple[dict[str, float], lis
     return scores, records, notes
 
 
-def _status(assembled: Assembled, result: dict[str, Any] | None) -> str:
+def _status(assembled: Assembled, result: dict[str, Any] | None, suspicious: str = "") -> str:
     parts: list[str] = []
     if result is not None:
         errors = result.get("errors", [])
@@ -151,6 +152,8 @@ def _status(assembled: Assembled, result: dict[str, Any] | None) -> str:
         parts.append(f"invalid notebook: {assembled.invalid}")
     if assembled.tampered:
         parts.append("tampered: " + ", ".join(assembled.tampered))
+    if suspicious:  # evidence for a human; the points stand
+        parts.append(suspicious)
     return "; ".join(parts) or "ok"
 
 
@@ -174,10 +177,13 @@ def grade_one(spec: LabSpec, submission: str, data: bytes, run_dir: Path, timeou
         return row, {"status": row.status, "parts": _score(spec, {})[1]}
     job = {"notebook": assembled.notebook, "nonce": nonce, "timeout": timeout, "memory_mb": memory_mb,
            "parameters": {"PROFILE": profile, "SEED": seed, "GRADING": True}, "start_timeout": 120}
+    findings = scan(student_code(assembled.notebook))
     result = _execute(job, run_dir, timeout)
     scores, parts, notes = _score(spec, result)
-    row = Row(submission, scores, round(sum(scores.values()), 2), spec.max_total, _status(assembled, result))
+    status = _status(assembled, result, summary(findings))
+    row = Row(submission, scores, round(sum(scores.values()), 2), spec.max_total, status)
     log = {"status": row.status, "tampered": assembled.tampered, "notes": assembled.notes + notes,
+           "suspicious": [str(f) for f in findings],
            "errors": result.get("errors", []), "seconds": result.get("seconds"),
            "dropped_output_bytes": result.get("dropped_bytes", 0), "parts": parts}
     return row, log
