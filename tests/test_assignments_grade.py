@@ -119,6 +119,17 @@ MONKEYPATCH = ("def add(a, b):\n    return a - b\n"
                "import anlp_ft.assignments.checks as checks\n"
                "checks.Checker.__call__ = lambda self, *args, **kwargs: True")
 
+# Finds the solution on disk and runs its exercise cells (a student who read the grader's source could).
+READ_SOLUTION = ("import glob, json\n"
+                 "found = glob.glob('/tmp/pytest-of-*/pytest-*/course*/solutions/90_grading_fixture.ipynb')\n"
+                 "cells = json.load(open(found[0]))['cells'] if found else []\n"
+                 "for c in cells:\n"
+                 "    if c.get('id') in ('ex1', 'ex2', 'ex3'):\n"
+                 "        exec(''.join(c['source']))")
+ORPHAN_MARK = "301.25"  # a sleep length no other process uses: how the test finds the orphans
+ORPHANS = (ANSWERS["ex1"] + "\nimport subprocess\nfor _ in range(3):\n"
+           f"    subprocess.Popen(['sleep', '{ORPHAN_MARK}'], start_new_session=True)")
+
 BAD: dict[str, object] = {
     "solution": submission(),
     "blank": lab_notebook(),
@@ -135,6 +146,8 @@ BAD: dict[str, object] = {
     "huge_output": submission({**ANSWERS, "ex1": ANSWERS["ex1"] + "\nfor _ in range(200):\n    print('x' * 100_000)"}),
     "missing_exercise": submission(edit=_without("ex3")),
     "exception": submission({**ANSWERS, "ex2": ANSWERS["ex2"] + "\nraise ValueError('oops')"}),
+    "reads_solution": submission({"ex1": READ_SOLUTION}),
+    "orphans": submission({**ANSWERS, "ex1": ORPHANS}),
     "other_lab": submission(
         edit=lambda nb: nb.metadata["anlp_ft"].update(generated_from="solutions/05_memory_accounting.ipynb")),
 }
@@ -435,3 +448,35 @@ def test_a_batch_killed_half_way_and_run_again_equals_one_run(solution_path, uni
     assert len(rows) == len(SMALL)
     assert blank_record.stat().st_mtime_ns == stamp, "a submission graded before the kill was graded again"
     assert out.read_bytes() == expected
+
+
+def test_the_solution_on_disk_is_out_of_the_kernels_reach(batch, solution_path) -> None:
+    import glob
+
+    pattern = "/tmp/pytest-of-*/pytest-*/course*/solutions/90_grading_fixture.ipynb"
+    assert str(solution_path) in glob.glob(pattern), "the cheat's pattern must find the solution from outside"
+    row = batch["book"]["reads_solution"]
+    assert scores(row) == (0, 0, 0)
+    assert "suspicious" in row["status"]
+
+
+def test_processes_a_submission_starts_end_with_its_grading(batch) -> None:
+    leftovers = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if ORPHAN_MARK.encode() in cmdline.read_bytes():
+                leftovers.append(cmdline.parent.name)
+        except OSError:
+            continue
+    assert leftovers == []
+    row = batch["book"]["orphans"]
+    assert row["percent"] == "100"
+    assert row["status"].startswith("suspicious: starts processes")
+
+
+def test_each_run_reports_its_protections(batch) -> None:
+    record = json.loads(next((batch["root"] / "runs").glob("solution-*/grading.json")).read_text())
+    shield = record["protections"]
+    assert shield["network"] == "off"
+    assert shield["processes"] == "pid namespace"
+    assert shield["masked"].startswith("applied")

@@ -157,14 +157,54 @@ def _status(assembled: Assembled, result: dict[str, Any] | None, suspicious: str
     return "; ".join(parts) or "ok"
 
 
+def _unprotected(result: dict[str, Any]) -> str:
+    """Say plainly which of the kernel's protections the OS refused (network, masks, process clean-up)."""
+    shield = result.get("protections")
+    if not isinstance(shield, dict):
+        return "unprotected: the sandbox did not report" if result.get("outcome") == "ok" else ""
+    missing = []
+    if shield.get("network") != "off":
+        missing.append(f"network {shield.get('network')}")
+    masked = str(shield.get("masked", ""))
+    if not masked.startswith("applied") or "NOT" in masked:
+        missing.append(f"masks {masked}")
+    if shield.get("processes") != "pid namespace":
+        missing.append(f"processes: {shield.get('processes')}")
+    return "unprotected: " + ", ".join(missing) if missing else ""
+
+
+def mask_paths_for(spec: LabSpec, output_dir: Path, submissions: Sequence[str]) -> list[str]:
+    """What a kernel must not read: the solutions, the grader's runs (other submissions' results, the reference
+    rows) and the submitted files. A folder is masked whole unless it holds the Python environment or the course
+    package the kernel needs; then its submissions are masked one by one."""
+    needed = [Path(sys.prefix).resolve(), Path(__file__).resolve().parents[1]]
+    paths = [spec.solution.parent.resolve(), output_dir.resolve()]
+    for folder, files in _by_folder(submissions).items():
+        if any(n == folder or n.is_relative_to(folder) for n in needed):
+            paths += files
+        else:
+            paths.append(folder)
+    return [str(p) for p in dict.fromkeys(paths)]
+
+
+def _by_folder(submissions: Sequence[str]) -> dict[Path, list[Path]]:
+    folders: dict[Path, list[Path]] = {}
+    for name in submissions:
+        path = Path(name).resolve()
+        folders.setdefault(path.parent, []).append(path)
+    return folders
+
+
 def _run_name(submission: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(submission).stem)[:60] or "submission"
     return f"{stem}-{hashlib.sha256(submission.encode()).hexdigest()[:8]}"
 
 
 def grade_one(spec: LabSpec, submission: str, data: bytes, run_dir: Path, timeout: float, memory_mb: int,
-              seed: int = 0, profile: str = "quick") -> tuple[Row, dict[str, Any]]:
-    """Grade one submission whose bytes are ``data``; writes executed.ipynb and logs into ``run_dir``."""
+              seed: int = 0, profile: str = "quick", mask_paths: Sequence[str] = (),
+              threads: int = 1) -> tuple[Row, dict[str, Any]]:
+    """Grade one submission whose bytes are ``data``; writes executed.ipynb and logs into ``run_dir``. The kernel
+    cannot read ``mask_paths`` (see :mod:`.sandbox`) and gets ``threads`` CPU threads."""
     run_dir.mkdir(parents=True, exist_ok=True)
     nonce = secrets.token_hex(16)
     try:
@@ -176,14 +216,15 @@ def grade_one(spec: LabSpec, submission: str, data: bytes, run_dir: Path, timeou
         row = Row(submission, zero, 0.0, spec.max_total, _status(assembled, None))
         return row, {"status": row.status, "parts": _score(spec, {})[1]}
     job = {"notebook": assembled.notebook, "nonce": nonce, "timeout": timeout, "memory_mb": memory_mb,
-           "parameters": {"PROFILE": profile, "SEED": seed, "GRADING": True}, "start_timeout": 120}
+           "parameters": {"PROFILE": profile, "SEED": seed, "GRADING": True}, "start_timeout": 120,
+           "mask_paths": list(mask_paths), "threads": threads}
     findings = scan(student_code(assembled.notebook))
     result = _execute(job, run_dir, timeout)
     scores, parts, notes = _score(spec, result)
-    status = _status(assembled, result, summary(findings))
+    status = _status(assembled, result, "; ".join(filter(None, [_unprotected(result), summary(findings)])))
     row = Row(submission, scores, round(sum(scores.values()), 2), spec.max_total, status)
     log = {"status": row.status, "tampered": assembled.tampered, "notes": assembled.notes + notes,
-           "suspicious": [str(f) for f in findings],
+           "suspicious": [str(f) for f in findings], "protections": result.get("protections", {}),
            "errors": result.get("errors", []), "seconds": result.get("seconds"),
            "dropped_output_bytes": result.get("dropped_bytes", 0), "parts": parts}
     return row, log
@@ -253,6 +294,8 @@ def grade(lab: str | Path, submissions: list[str | Path], out_csv: str | Path, t
     if any(p.is_relative_to(output_dir.resolve()) for p in resolved):
         raise GradingError(f"the output folder {output_dir} holds submissions; pick another --output-dir")
     output_dir.mkdir(parents=True, exist_ok=True)
+    masks = mask_paths_for(spec, output_dir, [n for n in names if snapshots[n] is not None])
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))  # workers share the cores, never oversubscribe
     resumed = 0
     interrupted = threading.Event()  # set on Ctrl-C / SIGTERM: a run cut short by it must not be recorded
 
@@ -272,7 +315,7 @@ def grade(lab: str | Path, submissions: list[str | Path], out_csv: str | Path, t
             log: dict[str, Any] = {"status": row.status, "parts": _score(spec, {})[1]}
         else:
             try:
-                row, log = grade_one(spec, name, data, run_dir, timeout, memory_mb, seed, profile)
+                row, log = grade_one(spec, name, data, run_dir, timeout, memory_mb, seed, profile, masks, threads)
             except Exception as error:  # the batch always completes
                 row = Row(name, dict.fromkeys(spec.exercises, 0.0), 0.0, spec.max_total,
                           f"error: grader failed: {type(error).__name__}: {error}"[:300])
