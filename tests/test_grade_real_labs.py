@@ -58,3 +58,50 @@ def test_solution_scores_100_and_blank_lab_0(number: str, tmp_path: Path) -> Non
     good, empty = rows[solved.name], rows[blank.name]
     assert (good.percent, good.status) == (100.0, "ok"), (good, logs)
     assert (empty.percent, empty.status) == (0.0, "ok"), (empty, logs)
+
+
+# Wrong-but-plausible answers to each exercise of lab 05: each must lose its own exercise's points and no other's.
+MUTANTS_05 = {
+    "ex1": ("Adam's moments in 2 bytes",
+            '''def state_bytes(n_params: float, precision: str = "mixed") -> dict[str, float]:
+    w = 4 if precision == "fp32" else 2
+    return {"parameters": n_params * w, "gradients": n_params * w,
+            "master weights": n_params * 4 if precision == "mixed" else 0,
+            "Adam first moment": n_params * 2, "Adam second moment": n_params * 2}'''),
+    "ex2": ("the formula instead of a measurement",
+            '''def saved_activation_bytes(model: torch.nn.Module, batch: dict) -> int:
+    return memory.activation_bytes(ModelShape.from_config(model.config), *batch["input_ids"].shape)'''),
+    "ex3": ("stage 2 leaves the gradients whole",
+            '''def zero_per_gpu(parts: dict[str, float], stage: int, n_gpus: int) -> dict[str, float]:
+    split = {"master weights", "Adam first moment", "Adam second moment"} if stage >= 1 else set()
+    if stage >= 3:
+        split |= {"gradients", "parameters"}
+    return {k: v / n_gpus if k in split else v for k, v in parts.items()}'''),
+    "ex4": ("the whole card counted as usable",
+            '''def gpus_that_fit(total_bytes: float) -> list[str]:
+    return [name for name, gpu in GPUS.items() if total_bytes <= gpu.memory_gb * GB]'''),
+}
+
+
+@pytest.mark.skipif("05" not in LABS, reason="lab 05 is not among ANLP_FT_GRADE_LABS")
+def test_each_wrong_exercise_of_lab05_costs_only_its_own_points(tmp_path: Path) -> None:
+    solution = _solution("05")
+    spec = load_lab(solution)
+    paths = []
+    for exercise, (_, code) in MUTANTS_05.items():
+        nb = _perfect_submission(solution)
+        for cell in nb.cells:
+            if cell.get("metadata", {}).get("anlp_ft", {}).get("exercise") == exercise:
+                cell.source = code
+        path = tmp_path / f"05_wrong_{exercise}.ipynb"
+        path.write_text(json.dumps(nb, indent=1), encoding="utf-8")
+        paths.append(path)
+    rows = {Path(r.submission).stem: r for r in
+            grade(solution, paths, tmp_path / "gradebook.csv", timeout=TIMEOUT_S, workers=1,
+                  output_dir=tmp_path / "runs", quiet=True)}
+    for exercise, (mistake, _) in MUTANTS_05.items():
+        row = rows[f"05_wrong_{exercise}"]
+        print(f"lab 05, {exercise} wrong ({mistake}): {row.scores}, {row.status}")
+        assert row.scores[exercise] < spec.exercises[exercise], f"{mistake} kept all of {exercise}'s points"
+        others = {name: row.scores[name] for name in spec.exercises if name != exercise}
+        assert others == {name: spec.exercises[name] for name in others}, f"{mistake} cost other exercises"
