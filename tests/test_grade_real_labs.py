@@ -60,8 +60,10 @@ def test_solution_scores_100_and_blank_lab_0(number: str, tmp_path: Path) -> Non
     assert (empty.percent, empty.status) == (0.0, "ok"), (empty, logs)
 
 
-# Wrong-but-plausible answers to each exercise of lab 05: each must lose its own exercise's points and no other's.
-MUTANTS_05 = {
+# Wrong-but-plausible answers to each exercise: each must lose its own exercise's points and no other's.
+# CI grades lab 05's (cheap); ANLP_FT_MUTANT_LABS="05 06" adds lab 06's (about 10 minutes on 2 cores).
+MUTANT_LABS = os.environ.get("ANLP_FT_MUTANT_LABS", "05").split()
+MUTANTS = {"05": {
     "ex1": ("Adam's moments in 2 bytes",
             '''def state_bytes(n_params: float, precision: str = "mixed") -> dict[str, float]:
     w = 4 if precision == "fp32" else 2
@@ -80,28 +82,45 @@ MUTANTS_05 = {
     "ex4": ("the whole card counted as usable",
             '''def gpus_that_fit(total_bytes: float) -> list[str]:
     return [name for name, gpu in GPUS.items() if total_bytes <= gpu.memory_gb * GB]'''),
-}
+}, "06": {
+    "ex1": ("the update scaled by alpha, not alpha / r", ("self.scaling = alpha / r", "self.scaling = alpha")),
+    "ex2": ("adapters on the attention projections only",
+            ("name.rsplit(\".\", 1)[-1] in TARGETS", "name.rsplit(\".\", 1)[-1] in (\"q_proj\", \"v_proj\")")),
+    "ex3": ("absmax without the absolute value", ("absmax = blocks.abs().amax(dim=1)", "absmax = blocks.amax(dim=1)")),
+    "ex4": ("double quantization without the second-level constants",
+            ("return 4 + 8 / block + 32 / (block * dq_block)", "return 4 + 8 / block")),
+}}
 
 
-@pytest.mark.skipif("05" not in LABS, reason="lab 05 is not among ANLP_FT_GRADE_LABS")
-def test_each_wrong_exercise_of_lab05_costs_only_its_own_points(tmp_path: Path) -> None:
-    solution = _solution("05")
+def _mutant(solution: Path, exercise: str, change: str | tuple[str, str]) -> nbformat.NotebookNode:
+    """The perfect submission with one exercise's code replaced (a str) or edited (an (old, new) pair)."""
+    nb = _perfect_submission(solution)
+    for cell in nb.cells:
+        if cell.get("metadata", {}).get("anlp_ft", {}).get("exercise") == exercise:
+            if isinstance(change, str):
+                cell.source = change
+            else:
+                source = "".join(cell.source) if isinstance(cell.source, list) else cell.source
+                assert change[0] in source, f"{exercise}: {change[0]!r} is not in the solution"
+                cell.source = source.replace(*change)
+    return nb
+
+
+@pytest.mark.parametrize("number", MUTANT_LABS)
+def test_each_wrong_exercise_costs_only_its_own_points(number: str, tmp_path: Path) -> None:
+    solution = _solution(number)
     spec = load_lab(solution)
     paths = []
-    for exercise, (_, code) in MUTANTS_05.items():
-        nb = _perfect_submission(solution)
-        for cell in nb.cells:
-            if cell.get("metadata", {}).get("anlp_ft", {}).get("exercise") == exercise:
-                cell.source = code
-        path = tmp_path / f"05_wrong_{exercise}.ipynb"
-        path.write_text(json.dumps(nb, indent=1), encoding="utf-8")
+    for exercise, (_, change) in MUTANTS[number].items():
+        path = tmp_path / f"{number}_wrong_{exercise}.ipynb"
+        path.write_text(json.dumps(_mutant(solution, exercise, change), indent=1), encoding="utf-8")
         paths.append(path)
     rows = {Path(r.submission).stem: r for r in
             grade(solution, paths, tmp_path / "gradebook.csv", timeout=TIMEOUT_S, workers=1,
                   output_dir=tmp_path / "runs", quiet=True)}
-    for exercise, (mistake, _) in MUTANTS_05.items():
-        row = rows[f"05_wrong_{exercise}"]
-        print(f"lab 05, {exercise} wrong ({mistake}): {row.scores}, {row.status}")
+    for exercise, (mistake, _) in MUTANTS[number].items():
+        row = rows[f"{number}_wrong_{exercise}"]
+        print(f"lab {number}, {exercise} wrong ({mistake}): {row.scores}, {row.status}")
         assert row.scores[exercise] < spec.exercises[exercise], f"{mistake} kept all of {exercise}'s points"
         others = {name: row.scores[name] for name in spec.exercises if name != exercise}
         assert others == {name: spec.exercises[name] for name in others}, f"{mistake} cost other exercises"

@@ -20,6 +20,12 @@ def hidden_tests(nonce: str, exercise: str, module_name: str, module_path: str |
     from IPython import get_ipython
 
     ns = get_ipython().user_ns
+    # Hidden tests draw random numbers; the lab's later cells must see the same ones as in an ungraded run.
+    rng = {"random": sys.modules["random"].getstate()} if "random" in sys.modules else {}
+    if "numpy" in sys.modules:
+        rng["numpy"] = sys.modules["numpy"].random.get_state()
+    if "torch" in sys.modules:
+        rng["torch"] = sys.modules["torch"].random.get_rng_state()
     package_name, _, attr = module_name.rpartition(".")
     package = sys.modules.get(package_name)
     saved = sys.modules.get(module_name), getattr(package, attr, None), ns.get("check")
@@ -52,6 +58,12 @@ def hidden_tests(nonce: str, exercise: str, module_name: str, module_path: str |
     except BaseException as error:
         results = [{"passed": False, "error": f"grader: {type(error).__name__}: {error}"[:300]}] * len(parts)
     finally:
+        if "random" in rng:
+            sys.modules["random"].setstate(rng["random"])
+        if "numpy" in rng:
+            sys.modules["numpy"].random.set_state(rng["numpy"])
+        if "torch" in rng:
+            sys.modules["torch"].random.set_rng_state(rng["torch"])
         if saved[0] is None:
             sys.modules.pop(module_name, None)
         else:
