@@ -174,16 +174,20 @@ def _unprotected(result: dict[str, Any]) -> str:
 
 
 def mask_paths_for(spec: LabSpec, output_dir: Path, submissions: Sequence[str]) -> list[str]:
-    """What a kernel must not read: the solutions, the grader's runs (other submissions' results, the reference
-    rows) and the submitted files. A folder is masked whole unless it holds the Python environment or the course
-    package the kernel needs; then its submissions are masked one by one."""
+    """What a kernel must not read: everything in the course folder but the package and the Python environment
+    (so solutions/, its git history and executed copies in out/ too), the grader's runs (other submissions'
+    results) and the submitted files. A submissions folder is masked whole unless it holds what the kernel needs;
+    then its submissions are masked one by one."""
     needed = [Path(sys.prefix).resolve(), Path(__file__).resolve().parents[1]]
-    paths = [spec.solution.parent.resolve(), output_dir.resolve()]
+
+    def holds_needed(path: Path) -> bool:
+        return any(n == path or n.is_relative_to(path) for n in needed)
+
+    root = spec.solution.parent.parent.resolve()
+    paths = [entry for entry in sorted(root.iterdir()) if not holds_needed(entry.resolve())]
+    paths += [spec.solution.parent.resolve(), output_dir.resolve()]
     for folder, files in _by_folder(submissions).items():
-        if any(n == folder or n.is_relative_to(folder) for n in needed):
-            paths += files
-        else:
-            paths.append(folder)
+        paths += files if holds_needed(folder) else [folder]
     return [str(p) for p in dict.fromkeys(paths)]
 
 
