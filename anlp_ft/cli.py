@@ -28,43 +28,42 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Fine-tune on step-by-step arithmetic with fit(); runs unchanged under `accelerate launch` (one process per
-    GPU, or gloo processes on CPU), where --batch-size is per process."""
-    import json
+    """Fine-tune from a recipe (Axolotl's keys) with fit(); runs unchanged under `accelerate launch`, where
+    micro_batch_size is per process. A recipe that fails its checks exits 2 with the reason, writing nothing."""
+    import yaml
 
-    from accelerate import PartialState
-    from peft import LoraConfig, get_peft_model
+    from .recipe import RecipeError, load_recipe
+    from .recipe_run import run_recipe
 
-    from .data.arithmetic import arithmetic_problems
-    from .formatting import encode_example, plain_prompt
-    from .models import load_model, load_tokenizer
-    from .train import TrainConfig, fit
+    flags = {"max_steps": args.max_steps, "output_dir": args.output_dir, "micro_batch_size": args.micro_batch_size,
+             "learning_rate": args.learning_rate, "seed": args.seed}
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    try:
+        for item in args.set or []:  # --set key=value, the value read as YAML (null removes the key)
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise RecipeError(f"--set {item}: expected KEY=VALUE, e.g. --set lora_r=8 or --set verifier=null")
+            try:
+                overrides[key.strip()] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise RecipeError(f"--set {item}: {value!r} is not a YAML value") from None
+        recipe = load_recipe(args.recipe, overrides)
+        return run_recipe(recipe, check=args.check, preview_rows=args.preview, overwrite=args.overwrite)
+    except RecipeError as e:  # the user's recipe, data or machine: the message says what to fix; no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
-    tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model, device="cpu", verbose=False)  # fit() moves it to this process's device
-    if args.lora_r:
-        model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0,
-                                                 target_modules="all-linear", task_type="CAUSAL_LM"))
-    problems = arithmetic_problems(args.examples, seed=args.seed)
-    data = [encode_example(tokenizer, plain_prompt(p["question"]), " " + p["solution"]) for p in problems]
-    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
-                         warmup_steps=min(2, args.steps - 1), seed=args.seed, mixed_precision=args.mixed_precision,
-                         compile=args.compile)
-    history = fit(model, data, config)
-    state = PartialState()
-    if state.is_main_process:
-        print(f"{state.num_processes} process(es), global batch {args.batch_size * args.grad_accum * state.num_processes}:"
-              f" loss {history.loss[0]:.4f} -> {history.final_loss:.4f}, {history.tokens_per_s:.0f} tokens/s "
-              f"({history.precision})")
-        if args.out:
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            model.save_pretrained(out)
-            tokenizer.save_pretrained(out)
-            record = {"num_processes": state.num_processes, "loss": history.loss, "tokens": history.tokens,
-                      "seconds": history.seconds, "precision": history.precision}
-            (out / "history.json").write_text(json.dumps(record))
-            print(f"saved the model and history.json to {out}")
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """Write a course task as train.jsonl and test.jsonl, the files the recipes in recipes/ read."""
+    from .recipe_data import course_data, write_jsonl
+
+    sizes = {"arithmetic": (512, 64), "chat": (160, 64)}[args.task]  # labs 01 and 03, quick profile
+    train, test = course_data(args.task, args.train or sizes[0], args.test or sizes[1], args.seed)
+    out = Path(args.out)
+    write_jsonl(train, out / "train.jsonl")
+    write_jsonl(test, out / "test.jsonl")
+    print(f"wrote {len(train)} rows to {out / 'train.jsonl'} and {len(test)} to {out / 'test.jsonl'}")
     return 0
 
 
@@ -142,19 +141,29 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("model", help="prepare (and cache) a model and its tokenizer, printing the source")
     p.add_argument("name", nargs="?", default=None, help="local path or hub id (default: SmolLM2-135M)")
     p.set_defaults(func=cmd_model)
-    p = sub.add_parser("train", help="fine-tune on step-by-step arithmetic (works under `accelerate launch`)")
-    p.add_argument("--model", default=None, help="local path or hub id (default: SmolLM2-135M)")
-    p.add_argument("--examples", type=int, default=512, help="training problems (default 512)")
-    p.add_argument("--steps", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=16, help="examples per micro-batch, per process")
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--lora-r", type=int, default=16, help="LoRA rank; 0 for full fine-tuning")
-    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="folder for the trained model and history.json")
+    p = sub.add_parser("train", help="fine-tune from a recipe file (Axolotl's keys; works under `accelerate launch`)")
+    p.add_argument("recipe", help="the recipe, a YAML file (see recipes/)")
+    p.add_argument("--check", action="store_true",
+                   help="run every check and preview examples with the trained-on tokens marked; train nothing")
+    p.add_argument("--preview", type=int, default=0, metavar="N", help="print the first N examples, trained tokens "
+                   "in [brackets] (default 3 with --check)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in output_dir")
+    p.add_argument("--max-steps", type=int, help="override max_steps")
+    p.add_argument("--output-dir", help="override output_dir")
+    p.add_argument("--micro-batch-size", type=int, help="override micro_batch_size (per process)")
+    p.add_argument("--learning-rate", type=float, help="override learning_rate")
+    p.add_argument("--seed", type=int, help="override seed")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any recipe key, the value read as YAML (repeatable; null removes the key)")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("data", help="write a course task as train.jsonl / test.jsonl for a recipe")
+    p.add_argument("task", choices=["arithmetic", "chat"], help="arithmetic: lab 01's problems (alpaca rows); "
+                   "chat: lab 03's system-rule chats (messages rows)")
+    p.add_argument("--out", required=True, help="folder for train.jsonl and test.jsonl")
+    p.add_argument("--train", type=int, help="training rows (default: the lab's quick size, 512 / 160)")
+    p.add_argument("--test", type=int, help="held-out rows (default 64)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data)
     from .assignments.grade import add_grade_parser
 
     add_grade_parser(sub)
