@@ -155,10 +155,14 @@ def test_private_tmp_shows_only_the_kernels_folder(namespaces, tmp_path) -> None
         code = ("import os, json\nopen('/tmp/scratch.txt', 'w').write('x')\n"
                 f"print(json.dumps([sorted(os.listdir('/tmp')), os.path.exists({str(tmp_path)!r}), os.getcwd(),"
                 " sorted(os.listdir('/dev/shm'))]))")
-        done = sandboxed(["--private-tmp", str(keep)], code, cwd=keep)
+        # What the kernel runs on stays visible even when installed in /tmp (a CI checkout there, say).
+        needed = [sys.prefix, sys.base_prefix, str(Path(grade_worker.__file__).resolve().parents[2])]
+        done = sandboxed(["--private-tmp", str(keep), *(a for n in needed for a in ("--keep", n))], code, cwd=keep)
         assert done.returncode == 0, done.stderr
         listing, sees_pytest_tmp, cwd, shm = json.loads(done.stdout)
-        assert listing == sorted([keep.name, "scratch.txt"])
+        root = keep.parent
+        kept = {Path(n).resolve().relative_to(root).parts[0] for n in needed if Path(n).resolve().is_relative_to(root)}
+        assert listing == sorted({keep.name, "scratch.txt", *kept})
         assert not sees_pytest_tmp  # nor any other kernel's sockets and scratch files
         assert cwd == str(keep)
         assert shm == []

@@ -357,6 +357,8 @@ def run(job: dict[str, Any], run_dir: Path) -> dict[str, Any]:
               "Python installation": sys.base_prefix, "anlp_ft package": str(PACKAGE_DIR)}
     sandbox_args = [arg for path in masks for arg in ("--mask", path)]
     sandbox_args += ["--private-tmp", str(base), "--report", str(report_file)]
+    # What the kernel runs on, kept visible when it was installed in the temporary folder (a CI checkout in /tmp).
+    sandbox_args += [arg for path in (sys.prefix, sys.base_prefix, str(PACKAGE_DIR.parent)) for arg in ("--keep", path)]
     sandbox_args += ["--threads", str(threads)] if threads else []
     sandbox_args += [] if job.get("pid_namespace", True) else ["--no-pid-namespace"]
     config = Config()

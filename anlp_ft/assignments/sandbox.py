@@ -50,7 +50,7 @@ import resource
 import select
 import signal
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -171,27 +171,33 @@ def unshare_network() -> bool:
 
 
 # --- mounts ----------------------------------------------------------------------------------------------------
-def private_tmp(keep: str) -> str:
-    """Show only ``keep`` in the temporary folder holding it, backed by ``keep/tmp``; a fresh ``/dev/shm``."""
+def private_tmp(keep: str, also: Sequence[str] = ()) -> str:
+    """Show only ``keep`` in the temporary folder holding it, backed by ``keep/tmp``; a fresh ``/dev/shm``.
+    Folders in ``also`` that live in that temporary folder (the Python environment or the course, when they were
+    installed there) are mounted back where they were, since the kernel cannot run without them."""
     keep = os.path.realpath(keep)
     root = os.path.dirname(keep)
     if root == "/":
         return f"not applied: {keep} is not inside a temporary folder"
     inner = os.path.join(keep, "tmp")
     os.makedirs(inner, mode=0o700, exist_ok=True)
-    fd = os.open(keep, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    back = [p for p in dict.fromkeys(os.path.realpath(a) for a in also)
+            if _inside(p, root) and not _inside(p, keep) and os.path.isdir(p)]
+    fds = {path: os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for path in [keep, *back]}
     try:
         _mount(inner, root, None, MS_BIND)
         try:
-            os.makedirs(keep, exist_ok=True)  # now a folder inside keep/tmp: the mount point for keep itself
-            _mount(f"/proc/self/fd/{fd}", keep, None, MS_BIND | MS_REC)
+            for path, fd in fds.items():  # each now a folder inside keep/tmp: its mount point
+                os.makedirs(path, exist_ok=True)
+                _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
         except OSError:
             _libc().umount2(os.fsencode(root), ctypes.c_int(MNT_DETACH))
             raise
     except OSError as error:
         return f"not applied: {_why(error)}"
     finally:
-        os.close(fd)
+        for fd in fds.values():
+            os.close(fd)
     shm = ""
     if os.path.isdir("/dev/shm"):
         try:
@@ -199,10 +205,11 @@ def private_tmp(keep: str) -> str:
             shm = ", fresh /dev/shm"
         except OSError as error:
             shm = f", /dev/shm shared ({_why(error)})"
-    return f"{root} shows only {keep}{shm}"
+    shown = ", ".join([keep, *back])
+    return f"{root} shows only {shown}{shm}"
 
 
-def mask(paths: list[tuple[str, bool]], hidden_root: str | None, keep: str | None) -> tuple[int, dict[str, str]]:
+def mask(paths: list[tuple[str, bool]], hidden_root: str | None, keep: Sequence[str]) -> tuple[int, dict[str, str]]:
     """Cover each existing path (``(realpath, is_dir)``, parents first) so the kernel sees nothing of it.
 
     A path under ``hidden_root`` (the private temporary folder) but not under ``keep`` is already out of
@@ -211,7 +218,7 @@ def mask(paths: list[tuple[str, bool]], hidden_root: str | None, keep: str | Non
     done: list[str] = []
     how: dict[str, str] = {}
     for path, is_dir in paths:
-        if hidden_root and _inside(path, hidden_root) and not (keep and _inside(path, keep)):
+        if hidden_root and _inside(path, hidden_root) and not any(_inside(path, k) for k in keep):
             how[path] = "hidden by the private temporary folder"
         elif any(_inside(path, d) for d in done):
             how[path] = "inside a masked folder"
@@ -353,6 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-network", action="store_true")
     parser.add_argument("--mask", action="append", default=[], metavar="PATH",
                         help="hide this file or folder from the kernel (repeatable; absolute)")
+    parser.add_argument("--keep", action="append", metavar="DIR",
+                        help="a folder the kernel needs that --private-tmp must not hide (repeatable)")
     parser.add_argument("--private-tmp", default=None, metavar="DIR",
                         help="the temporary folder holding DIR shows only DIR to the kernel")
     parser.add_argument("--no-pid-namespace", action="store_true",
@@ -386,10 +395,11 @@ def main(argv: list[str] | None = None) -> None:
             state["why"]["mount"] = f"cannot make mounts private ({_why(error)})"
     if state["mount"]:
         keep = os.path.realpath(args.private_tmp) if args.private_tmp else None
+        also = [os.path.realpath(k) for k in args.keep or []]
         if keep:
-            tmp_note = private_tmp(keep)
+            tmp_note = private_tmp(keep, also)
         hidden_root = os.path.dirname(keep) if keep and not tmp_note.startswith("not") else None
-        count, how = mask(targets, hidden_root, keep)
+        count, how = mask(targets, hidden_root, [k for k in [keep, *also] if k])
         failed = [f"{p} ({h})" for p, h in how.items() if h.startswith("failed")]
         report["masked"] = f"applied to {count} paths" + (f"; NOT to {', '.join(failed)}" if failed else "")
         report["masked_paths"] = {**how, **absent}
