@@ -304,7 +304,9 @@ def test_grade_worker_runs_a_notebook_with_every_protection(namespaces, secrets,
     ]
     job = {"notebook": nb, "nonce": NONCE, "timeout": 60, "memory_mb": 2048, "parameters": {},
            "mask_paths": [str(secrets["folder"]), str(secrets["file"])], "threads": 2}
+    env_before = dict(os.environ)
     result = grade_worker.run(job, tmp_path / "runs" / "alice")
+    assert dict(os.environ) == env_before  # the caller's environment (ANLP_FT_RESULTS, say) is left as it was
     assert (result["outcome"], result["results"]) == ("ok", {"hidden": [{"passed": True}]}), result
     printed = result_text(tmp_path / "runs" / "alice")
     assert printed[:4] == ["ready", "False", "False", "2"]  # no secret, no grader folder; threads reached the kernel

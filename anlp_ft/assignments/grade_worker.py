@@ -365,7 +365,9 @@ def run(job: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     config.KernelManager.transport = "ipc"
     config.KernelManager.ip = str(base / "k")
     config.KernelManager.connection_file = str(base / "kernel.json")
-    # The kernel inherits this process's environment: no course outcome file, fixed hash seed.
+    # The kernel inherits this process's environment: no course outcome file, fixed hash seed. Restored afterwards,
+    # so a caller running this in its own process (a test) keeps its environment.
+    saved_env = {k: os.environ.get(k) for k in ("ANLP_FT_RESULTS", "PYTHONHASHSEED", "ANLP_FT_GRADING")}
     os.environ.pop("ANLP_FT_RESULTS", None)
     os.environ["PYTHONHASHSEED"] = "0"
     os.environ["ANLP_FT_GRADING"] = "1"
@@ -396,6 +398,11 @@ def run(job: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         outcome, message = "error", f"{type(error).__name__}: {error}"[:300]
         traceback.print_exc()
     finally:
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         swept = reaper.sweep()  # the kernel is gone: whatever it started goes too
         reaper.close()
         _remove_tree(run_dir / "work")  # evidence of an earlier run into the same folder
