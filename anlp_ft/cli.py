@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .results import NOTEBOOK_ENV, RESULTS_ENV, outcome_table, read_outcomes
 
@@ -83,6 +85,84 @@ def cmd_assign(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_release(args: argparse.Namespace) -> int:
+    """Write the student release (or, with --check, only check one); exit 1 listing what leaked, files kept."""
+    from .release import ReleaseError, check_release, write_release
+
+    try:
+        if args.check:
+            problems = check_release(Path(args.out), _root(args.root))
+        elif not args.repo_url:
+            raise ReleaseError("--repo-url is required, e.g. --repo-url https://github.com/OWNER/NAME")
+        else:
+            problems = write_release(_root(args.root), Path(args.out), args.repo_url, args.ref)
+    except ReleaseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if problems:
+        print(f"{args.out}: NOT fit to publish, {len(problems)} problem(s):", file=sys.stderr)
+        print("\n".join(f"  {p}" for p in problems), file=sys.stderr)
+        return 1
+    print(f"{args.out}: " + ("no leaks found" if args.check else f"release written for {args.repo_url}@{args.ref}, "
+                              "no leaks found"))
+    return 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from .assignments.grade import GradingError, grade
+
+    # `kill` or a CI timeout: exit through grade()'s clean-up, which stops the workers and kernels.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        rows = grade(args.lab, args.submissions, args.out, timeout=args.timeout, memory_mb=args.memory_mb,
+                     workers=args.workers, output_dir=args.output_dir, shard=args.shard, formats=args.format or ())
+    except (GradingError, FileExistsError) as error:
+        print(f"anlp-ft grade: {error}", file=sys.stderr)
+        return 2
+    return 0 if rows else 1
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .assignments.gradebook import merge_gradebooks
+
+    try:
+        count = merge_gradebooks(args.parts, args.out)
+    except (ValueError, FileExistsError, OSError) as error:
+        print(f"anlp-ft grade-merge: {error}", file=sys.stderr)
+        return 2
+    print(f"{count} rows from {len(args.parts)} gradebooks: {args.out}")
+    return 0
+
+
+def add_grade_parser(subparsers: Any) -> None:
+    """``anlp-ft grade`` and ``anlp-ft grade-merge``."""
+    from .assignments.grade import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
+
+    p = subparsers.add_parser("grade", help="grade submissions of a lab into a gradebook CSV",
+                              description="Run each submission in its own limited kernel with the lab's hidden tests "
+                                          "and write one gradebook row per submission.")
+    p.add_argument("lab", metavar="LAB", help="lab number (01..06) or a solution notebook's path")
+    p.add_argument("submissions", metavar="SUBMISSION", nargs="+", help="submitted notebooks (never modified)")
+    p.add_argument("--out", required=True, help="gradebook CSV to create (an existing file is never overwritten)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                   help=f"wall-clock seconds per submission (default {DEFAULT_TIMEOUT_S})")
+    p.add_argument("--memory-mb", type=int, default=DEFAULT_MEMORY_MB,
+                   help=f"address-space cap of each kernel in MiB (default {DEFAULT_MEMORY_MB})")
+    p.add_argument("--workers", type=int, default=1, help="submissions graded at once (default 1)")
+    p.add_argument("--output-dir", default=None, help="executed notebooks and logs (default: <out>-runs/)")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="grade only the K-th of N deterministic parts of the batch (join them with grade-merge)")
+    p.add_argument("--format", action="append", choices=["canvas"],
+                   help="also write <out>-canvas.csv for Canvas's gradebook import")
+    p.set_defaults(func=cmd_grade)
+    m = subparsers.add_parser("grade-merge", help="join the gradebooks of --shard runs into one",
+                              description="Join gradebooks of one lab (from `anlp-ft grade --shard K/N`) into the "
+                                          "gradebook a single run writes.")
+    m.add_argument("parts", metavar="GRADEBOOK", nargs="+", help="the shards' gradebook CSVs")
+    m.add_argument("--out", required=True, help="gradebook CSV to create (never overwritten)")
+    m.set_defaults(func=cmd_merge)
+
+
 def cmd_course(args: argparse.Namespace) -> int:
     """Execute every lecture and solution notebook into an output folder and print their measured outcomes."""
     import papermill
@@ -130,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("course", help="run every lecture and solution notebook and print their outcomes")
     p.add_argument("--out", default="out/course", help="folder for executed notebooks (default out/course)")
-    p.add_argument("--profile", choices=["quick", "full"], help="default: quick on CPU, full on GPU")
+    p.add_argument("--profile", choices=["quick", "full"],
+                   help="default: quick (full is opt-in until it has run on a GPU)")
     p.add_argument("--only", nargs="*", help="run only notebooks whose file name contains one of these")
     p.add_argument("--root", help="course repository (default: current folder)")
     p.set_defaults(func=cmd_course)
@@ -164,8 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", type=int, help="held-out rows (default 64)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_data)
-    from .assignments.grade import add_grade_parser
-
+    p = sub.add_parser("release", help="write the student release (no solutions, Colab links to --repo-url)")
+    p.add_argument("out", help="folder to write (must be empty or absent), or with --check the release to check")
+    p.add_argument("--repo-url", help="the public repository, https://github.com/OWNER/NAME")
+    p.add_argument("--ref", default="main", help="branch, tag or commit the links and installs pin (default main)")
+    p.add_argument("--check", action="store_true", help="write nothing; check OUT for leaks (exit 1 listing them)")
+    p.add_argument("--root", help="course repository (default: current folder)")
+    p.set_defaults(func=cmd_release)
     add_grade_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -66,9 +66,16 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_profile(profile: str | None = None) -> Profile:
-    """The run profile: an explicit value (a papermill PROFILE parameter), else $ANLP_FT_PROFILE,
-    else "full" on a GPU and "quick" elsewhere."""
-    value = profile or os.environ.get("ANLP_FT_PROFILE") or ("full" if torch.cuda.is_available() else "quick")
+    """The run profile: an explicit value (a papermill PROFILE parameter), else $ANLP_FT_PROFILE, else "quick".
+
+    "quick" is the default on every device, a GPU included: a profile becomes a device's default only after every
+    notebook ran in it there, and the full profile has not run on a GPU yet. On a GPU the default says so."""
+    value = profile or os.environ.get("ANLP_FT_PROFILE")
+    if not value:
+        value = "quick"
+        if torch.cuda.is_available():
+            print("profile: quick (the default everywhere until the full profile has been run on a GPU; "
+                  "set PROFILE = 'full' or ANLP_FT_PROFILE=full to opt in)")
     if value not in ("quick", "full"):
         raise ValueError(f"profile must be 'quick' or 'full', got {value!r} (check PROFILE or $ANLP_FT_PROFILE)")
     return value  # type: ignore[return-value]
