@@ -18,7 +18,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Mapping
 
-from .lora import LORA_TARGETS, nf4_bits_per_parameter
+from .lora import LORA_TARGETS
+
+# Bits per NF4-quantised weight at QLoRA's block sizes (64 weights per absmax, 256 absmax per second-level scale),
+# as the QLoRA paper gives them: 4.5 plain, 4.127 with double quantisation.
+NF4_BITS = {False: 4.5, True: 4 + 8 / 64 + 32 / (64 * 256)}
 
 GB = 1e9  # memory in decimal gigabytes, as GPU data sheets and the lecture's tables count it
 
@@ -207,7 +211,7 @@ def memory_breakdown(shape: ModelShape, setup: TrainSetup) -> dict[str, float]:
         frozen = P * w
         if setup.method == "qlora":
             quantized = shape.linear_params
-            frozen = quantized * nf4_bits_per_parameter(double_quant=setup.double_quant) / 8 + (P - quantized) * w
+            frozen = quantized * NF4_BITS[setup.double_quant] / 8 + (P - quantized) * w
         # Adapters are small: kept, trained and updated in fp32 (as peft does), so no master copy is needed.
         params = frozen + trainable * 4
         grads = trainable * 4

@@ -15,9 +15,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from anlp_ft.assignments.grade import GradingError, add_grade_parser, assemble, grade, load_lab
+from anlp_ft.assignments.grade import GradingError, assemble, grade, load_lab
 from anlp_ft.assignments.gradebook import read_gradebook
 from anlp_ft.assignments.markers import render_lab
+from tests.conftest import processes_with
 
 FIXTURES = Path(__file__).parent / "fixtures" / "grading"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -286,6 +287,15 @@ def test_submission_files_are_never_modified_and_runs_are_kept(batch) -> None:
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
 
 
+def test_cells_after_the_last_graded_one_are_not_run_and_are_named(batch) -> None:
+    run = next((batch["root"] / "runs").glob("solution-*"))
+    executed = nbformat.read(str(run / "executed.ipynb"), as_version=4)
+    ids = [c.get("id") for c in executed.cells]
+    assert "results" not in ids  # the fixture's last cell, after the last hidden test
+    assert ids[-1] == "grader-skipped"
+    assert "results" in executed.cells[-1].source
+
+
 def test_grading_is_deterministic_and_never_overwrites_a_gradebook(solution_path, batch) -> None:
     # Grade some of the batch's own files again: their gradebook lines must be byte for byte the same.
     names = ["solution", "monkeypatched_check", "missing_exercise", "invalid_json"]
@@ -328,6 +338,46 @@ def test_a_lab_without_any_test_for_an_exercise_is_refused(tmp_path) -> None:
         load_lab(_write_solution(nb, tmp_path))
 
 
+def _judged_ex3(judge: str) -> nbformat.NotebookNode:
+    nb = fixture_solution()
+    cell(nb, "ex3-hidden").source = ('import random\n'
+                                     'words = [random.Random(GRADER_SEED + i).choice(["a", "bc"]) for i in range(3)]\n'
+                                     f'emit("shouted", [shout(w) for w in words])\n# JUDGE\n{judge}')
+    return nb
+
+
+def test_a_judged_exercise_is_scored_in_the_grader_against_a_reference_run(tmp_path) -> None:
+    path = _write_solution(_judged_ex3('same(submitted["shouted"], ref["shouted"])'), tmp_path)
+    wrong = submission({**ANSWERS, "ex3": "def shout(s):\n    return s.upper()"})
+    patch_json = new_code_cell(  # every part reported as passed: under in-kernel judging, full marks
+        "import json\n_d = json.dumps\njson.dumps = lambda o, *a, **k: _d({**o, 'parts': [{'passed': True}] * "
+        "len(o['parts'])} if isinstance(o, dict) and 'parts' in o else o, *a, **k)")
+    forged = submission({**ANSWERS, "ex3": "def shout(s):\n    return s"},
+                        edit=lambda nb: nb.cells.insert(3, patch_json))
+    paths = []
+    for name, nb in {"right": submission(), "wrong": wrong, "forged": forged}.items():
+        paths.append(tmp_path / f"{name}.ipynb")
+        paths[-1].write_text(json.dumps(nb), encoding="utf-8")
+    rows = {Path(r.submission).stem: r for r in grade(path, paths, tmp_path / "book.csv", timeout=TIMEOUT,
+                                                      memory_mb=MEMORY_MB, output_dir=tmp_path / "runs", quiet=True)}
+    assert rows["right"].scores["ex3"] == 1.0
+    assert rows["wrong"].scores["ex3"] == 0.0
+    assert rows["forged"].scores["ex3"] == 0.0
+    assert (tmp_path / "runs" / "_reference" / "executed.ipynb").is_file()
+    summary = (tmp_path / "book-summary.md").read_text()
+    assert "Judged inside the student's kernel (a submission can forge these verdicts): ex1, ex2." in summary
+
+
+def test_a_judge_that_rejects_the_solution_stops_the_batch(tmp_path) -> None:
+    path = _write_solution(_judged_ex3('assert submitted["shouted"] == ["nothing"]'), tmp_path)
+    solved = tmp_path / "solved.ipynb"
+    solved.write_text(json.dumps(submission()), encoding="utf-8")
+    with pytest.raises(GradingError, match="the solution fails its own hidden tests"):
+        grade(path, [solved], tmp_path / "book.csv", timeout=TIMEOUT, memory_mb=MEMORY_MB,
+              output_dir=tmp_path / "runs", quiet=True)
+    assert not (tmp_path / "book.csv").exists()
+
+
 def test_exercise_without_hidden_tests_is_graded_by_its_public_check_calls(tmp_path) -> None:
     nb = fixture_solution()
     nb.cells = [c for c in nb.cells if c.id != "ex1-hidden"]
@@ -346,18 +396,6 @@ def test_hidden_cell_without_metadata_grades_the_exercises_named_in_its_id(tmp_p
             c.id, c.metadata = "lab-ex23-hidden", {"tags": ["hidden-tests"]}
     spec = load_lab(_write_solution(nb, tmp_path))
     assert spec.hidden["lab-ex23-hidden"].exercises == ("ex2", "ex3")
-
-
-def test_cli_parser_registers_grade() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    add_grade_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["grade", "01", "a.ipynb", "b.ipynb", "--out", "g.csv", "--timeout", "30",
-                              "--memory-mb", "2048", "--workers", "2", "--output-dir", "runs"])
-    assert (args.lab, args.submissions, args.out, args.timeout, args.memory_mb, args.workers, args.output_dir) == (
-        "01", ["a.ipynb", "b.ipynb"], "g.csv", 30.0, 2048, 2, "runs")
-    assert callable(args.func)
 
 
 def test_feedback_and_gradescope_results_per_submission_show_no_hidden_code(batch) -> None:
@@ -461,14 +499,7 @@ def test_the_solution_on_disk_is_out_of_the_kernels_reach(batch, solution_path) 
 
 
 def test_processes_a_submission_starts_end_with_its_grading(batch) -> None:
-    leftovers = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if ORPHAN_MARK.encode() in cmdline.read_bytes():
-                leftovers.append(cmdline.parent.name)
-        except OSError:
-            continue
-    assert leftovers == []
+    assert processes_with(ORPHAN_MARK) == []
     row = batch["book"]["orphans"]
     assert row["percent"] == "100"
     assert row["status"].startswith("suspicious: starts processes")

@@ -54,6 +54,7 @@ def test_outputs_cleared_and_metadata_cleaned(solution_notebook) -> None:
     assert exercise.execution_count is None
     assert exercise.metadata == {"anlp_ft": {"exercise": "ex1", "points": 2}}
     assert "papermill" not in lab.metadata
+    assert "widgets" not in lab.metadata  # the solution's last run's widget state
     assert lab.metadata.kernelspec == {"name": "python3", "display_name": "Python 3", "language": "python"}
     assert lab.metadata.anlp_ft == {"generated_from": "solutions/01_test.ipynb"}
     # Cell ids follow the solution's, so diffs of regenerated labs stay small.
@@ -61,7 +62,7 @@ def test_outputs_cleared_and_metadata_cleaned(solution_notebook) -> None:
     assert [c.id for c in lab.cells] == [c.id for c in kept]
     # The solution itself is left untouched.
     assert sol.cells[1].outputs
-    assert "papermill" in sol.metadata
+    assert "papermill" in sol.metadata and "widgets" in sol.metadata
 
 
 def test_render_is_deterministic_json(solution_notebook) -> None:

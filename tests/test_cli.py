@@ -28,3 +28,17 @@ def test_assign_check_catches_a_stale_lab(tmp_path, capsys):
         (tmp_path / "solutions" / "01_demo.ipynb").read_text().replace("# Lab", "# Lab, edited"))
     assert main(["assign", "--root", str(tmp_path), "--check"]) == 1
     assert "out of sync" in capsys.readouterr().out
+
+
+def test_cli_parser_registers_grade() -> None:
+    import argparse
+
+    from anlp_ft.cli import add_grade_parser
+
+    parser = argparse.ArgumentParser()
+    add_grade_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["grade", "01", "a.ipynb", "b.ipynb", "--out", "g.csv", "--timeout", "30",
+                              "--memory-mb", "2048", "--workers", "2", "--output-dir", "runs"])
+    assert (args.lab, args.submissions, args.out, args.timeout, args.memory_mb, args.workers, args.output_dir) == (
+        "01", ["a.ipynb", "b.ipynb"], "g.csv", 30.0, 2048, 2, "runs")
+    assert callable(args.func)

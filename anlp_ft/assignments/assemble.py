@@ -7,7 +7,8 @@
   named in the status (``tampered: ex1-check (edited)``) and the lab's original is what runs.
 * Code cells the student added run where the student put them (after the lab cell before them).
 * Each solution cell tagged ``hidden-tests`` becomes a cell the grader injects at the same place
-  (:mod:`.probe`).
+  (:mod:`.probe`), its probes only (a part's judge never enters a kernel: :mod:`.judge`).
+* Cells after the last injected one are not run: nothing graded depends on them (the executed copy lists them).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .labspec import HiddenCell, LabSpec, cell_source, source_hash
 from .markers import HIDDEN_TESTS_TAG
 from .probe import injected_source
 
-__all__ = ["Assembled", "assemble", "student_code"]
+__all__ = ["Assembled", "assemble", "solved_lab", "student_code"]
 
 
 @dataclass
@@ -67,7 +68,7 @@ def _clean_code(source: str, metadata: dict[str, Any], cell_id: str) -> nbformat
     return nbformat.v4.new_code_cell(source, metadata=copy.deepcopy(metadata), id=cell_id)
 
 
-def assemble(spec: LabSpec, data: bytes, nonce: str) -> Assembled:
+def assemble(spec: LabSpec, data: bytes, nonce: str, secret: int = 0) -> Assembled:
     """Build the notebook to run for one submission (see the module docstring for the rules)."""
     nb, invalid = _read_submission(data)
     if nb is None:
@@ -129,7 +130,7 @@ def assemble(spec: LabSpec, data: bytes, nonce: str) -> Assembled:
 
     def harness(hidden: HiddenCell) -> nbformat.NotebookNode:
         source = injected_source(nonce, hidden.label, spec.checks_module,
-                                 str(spec.checks_path) if spec.checks_path else None, hidden.parts)
+                                 str(spec.checks_path) if spec.checks_path else None, hidden.parts, secret)
         return nbformat.v4.new_code_cell(source, id=f"{hidden.cell_id}-graded"[-64:],
                                          metadata={GRADER_KEY: {"cell": hidden.cell_id, "exercise": hidden.label}})
 
@@ -163,11 +164,28 @@ def assemble(spec: LabSpec, data: bytes, nonce: str) -> Assembled:
             emit_lab_cell(next_lab)
             next_lab += 1
 
+    # The demonstrations after the last graded cell cost minutes and decide nothing.
+    last = max(i for i, c in enumerate(out) if GRADER_KEY in c.get("metadata", {}))
+    if skipped := [c for c in out[last + 1:] if c.cell_type == "code"]:
+        out = out[:last + 1] + [nbformat.v4.new_markdown_cell(
+            f"[grader: the {len(skipped)} code cells after the last graded cell were not run: "
+            + ", ".join(str(c.get("id")) for c in skipped) + "]", id="grader-skipped")]
     graded = nbformat.v4.new_notebook(metadata=copy.deepcopy(spec.lab.metadata))
     graded.metadata.setdefault("anlp_ft", {})["graded"] = True
     graded.cells = out  # ids: the lab's, "added-N" (student's extra cell N) and "<hidden id>-graded"
     notes = [f"{sum(len(v) for v in after.values())} cells added by the student were run"] if after else []
     return Assembled(graded, tampered, None, notes)
+
+
+def solved_lab(spec: LabSpec) -> bytes:
+    """The lab as a student who solved every exercise with the solution's code hands it in (the reference run)."""
+    lab = copy.deepcopy(spec.lab)
+    answers = {c.get("id"): c.source for c in spec.solution_nb.cells
+               if c.cell_type == "code" and "exercise" in c.get("metadata", {}).get("anlp_ft", {})}
+    for cell in lab.cells:
+        if cell.get("id") in answers:
+            cell.source = answers[cell.id]
+    return json.dumps(lab).encode("utf-8")
 
 
 def student_code(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:

@@ -17,7 +17,6 @@ Threat model: see README ("What the grader detects, and what it does not").
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import hashlib
 import json
@@ -34,14 +33,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .assemble import Assembled, assemble, student_code
+from .assemble import Assembled, assemble, solved_lab, student_code
 from .grade_worker import is_memory_error
-from .gradebook import Row, merge_gradebooks, summarize, write_gradebook
+from .gradebook import Row, summarize, write_gradebook
+from .judge import judge_parts
 from .labspec import GradingError, LabSpec, load_lab
 from .reports import canvas_csv, feedback_markdown, gradescope_results, summary_markdown, write_histogram, write_json
 from .suspicious import scan, summary
 
-__all__ = ["GradingError", "LabSpec", "Row", "add_grade_parser", "assemble", "grade", "grade_one", "load_lab"]
+__all__ = ["GradingError", "LabSpec", "Row", "assemble", "grade", "grade_one", "load_lab"]
 
 DEFAULT_TIMEOUT_S = 600
 DEFAULT_MEMORY_MB = 8192
@@ -95,9 +95,11 @@ def _execute(job: dict[str, Any], run_dir: Path, timeout: float) -> dict[str, An
     return json.loads(result_file.read_text(encoding="utf-8"))
 
 
-def _score(spec: LabSpec, result: dict[str, Any]) -> tuple[dict[str, float], list[dict[str, Any]], list[str]]:
+def _score(spec: LabSpec, result: dict[str, Any], reference: dict[str, list[dict]] | None = None,
+           ) -> tuple[dict[str, float], list[dict[str, Any]], list[str]]:
     """Points per exercise from the injected cells' result lines, each graded part as a record
-    {exercises, cell, title, passed, error}, and notes for the instructor's log."""
+    {exercises, cell, title, passed, error}, and notes for the instructor's log. A judged part's verdict comes from
+    its judge, run here on the kernel's data against `reference` (the solution kernel's parts, by cell)."""
     passed = dict.fromkeys(spec.exercises, 0)
     total = dict.fromkeys(spec.exercises, 0)
     records: list[dict[str, Any]] = []
@@ -115,11 +117,11 @@ def _score(spec: LabSpec, result: dict[str, Any]) -> tuple[dict[str, float], lis
             notes.append(f"{cid}: malformed result, counted as failed")
         if not isinstance(parts, list) or len(parts) != len(hidden.parts) or payload.get("exercise") != hidden.label:
             parts = [{"passed": False, "error": ""}] * len(hidden.parts)
-        for number, part in enumerate(parts, start=1):
-            ok = isinstance(part, dict) and part.get("passed") is True
-            error = "" if ok else str(part.get("error", "") if isinstance(part, dict) else "")
+        verdicts = judge_parts(hidden, parts, (reference or {}).get(cid))
+        for number, verdict in enumerate(verdicts, start=1):
+            ok, error = verdict["passed"], verdict["error"]
             records.append({"exercises": list(hidden.exercises), "cell": cid, "title": hidden.title(number),
-                            "passed": ok, "error": error})
+                            "passed": ok, "error": error, "judged": bool(hidden.judge(number))})
             if ok:
                 for name in hidden.exercises:
                     passed[name] += 1
@@ -127,6 +129,31 @@ def _score(spec: LabSpec, result: dict[str, Any]) -> tuple[dict[str, float], lis
                 notes.append(f"{cid} part {number}: {error}")
     scores = {ex: round(points * passed[ex] / total[ex], 2) for ex, points in spec.exercises.items()}
     return scores, records, notes
+
+
+def in_kernel_exercises(spec: LabSpec) -> list[str]:
+    """Exercises with a part that has no judge: their verdict is the kernel's own report, which a submission can
+    forge. Printed when grading starts and written in the batch's summary."""
+    return [name for name in spec.exercises
+            if any(name in h.exercises and not h.judged for h in spec.hidden.values())]
+
+
+def reference_parts(spec: LabSpec, run_dir: Path, secret: int, timeout: float, memory_mb: int, seed: int,
+                    profile: str, mask_paths: Sequence[str], threads: int) -> dict[str, list[dict]]:
+    """Run the solution itself, with the same probes and GRADER_SEED, and return its parts' data by cell: what
+    each judge compares a submission's data with. A probe the solution fails, or a judge that rejects the
+    solution's own data, stops the batch: the lab's hidden tests are broken, not the students."""
+    row, log = grade_one(spec, "reference solution", solved_lab(spec), run_dir, timeout,
+                         memory_mb, seed, profile, mask_paths, threads, secret=secret, keep_result=True)
+    result = log.get("result", {})
+    parts = {cid: payloads[0]["parts"] for cid, payloads in result.get("results", {}).items()
+             if len(payloads) == 1 and isinstance(payloads[0], dict) and isinstance(payloads[0].get("parts"), list)}
+    _, records, _ = _score(spec, result, parts)
+    failed = [f"{r['cell']} ({r['title']}): {r['error'] or 'no result'}" for r in records if not r["passed"]]
+    if failed or "error" in row.status or "timeout" in row.status:
+        raise GradingError(f"the solution fails its own hidden tests, so nothing can be judged ({row.status}): "
+                           + "; ".join(failed[:5]) + f"; see {run_dir}")
+    return parts
 
 
 def _status(assembled: Assembled, result: dict[str, Any] | None, suspicious: str = "") -> str:
@@ -206,13 +233,15 @@ def _run_name(submission: str) -> str:
 
 def grade_one(spec: LabSpec, submission: str, data: bytes, run_dir: Path, timeout: float, memory_mb: int,
               seed: int = 0, profile: str = "quick", mask_paths: Sequence[str] = (),
-              threads: int = 1) -> tuple[Row, dict[str, Any]]:
+              threads: int = 1, *, secret: int = 0, reference: dict[str, list[dict]] | None = None,
+              keep_result: bool = False) -> tuple[Row, dict[str, Any]]:
     """Grade one submission whose bytes are ``data``; writes executed.ipynb and logs into ``run_dir``. The kernel
-    cannot read ``mask_paths`` (see :mod:`.sandbox`) and gets ``threads`` CPU threads."""
+    cannot read ``mask_paths`` (see :mod:`.sandbox`) and gets ``threads`` CPU threads; its probes draw inputs from
+    ``secret``, and judged parts compare with ``reference`` (see `reference_parts`)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     nonce = secrets.token_hex(16)
     try:
-        assembled = assemble(spec, data, nonce)
+        assembled = assemble(spec, data, nonce, secret)
     except Exception as error:  # JSON that is a notebook only in outline (odd types inside cells)
         assembled = Assembled(None, [], f"malformed notebook ({type(error).__name__})")
     zero = dict.fromkeys(spec.exercises, 0.0)
@@ -224,13 +253,15 @@ def grade_one(spec: LabSpec, submission: str, data: bytes, run_dir: Path, timeou
            "mask_paths": list(mask_paths), "threads": threads}
     findings = scan(student_code(assembled.notebook))
     result = _execute(job, run_dir, timeout)
-    scores, parts, notes = _score(spec, result)
+    scores, parts, notes = _score(spec, result, reference)
     status = _status(assembled, result, "; ".join(filter(None, [_unprotected(result), summary(findings)])))
     row = Row(submission, scores, round(sum(scores.values()), 2), spec.max_total, status)
     log = {"status": row.status, "tampered": assembled.tampered, "notes": assembled.notes + notes,
            "suspicious": [str(f) for f in findings], "protections": result.get("protections", {}),
            "errors": result.get("errors", []), "seconds": result.get("seconds"),
            "dropped_output_bytes": result.get("dropped_bytes", 0), "parts": parts}
+    if keep_result:
+        log["result"] = result
     return row, log
 
 
@@ -302,6 +333,28 @@ def grade(lab: str | Path, submissions: list[str | Path], out_csv: str | Path, t
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))  # workers share the cores, never oversubscribe
     resumed = 0
     interrupted = threading.Event()  # set on Ctrl-C / SIGTERM: a run cut short by it must not be recorded
+    secret = secrets.randbelow(2**31)  # the probes' inputs: new every run, on disk only in the masked runs folder
+    judged = any(h.judges and any(h.judges) for h in spec.hidden.values())
+    reference: dict[str, list[dict]] = {}
+    reference_lock = threading.Lock()
+    in_kernel = in_kernel_exercises(spec)
+    if in_kernel and not quiet:
+        print(f"note: lab {spec.number}'s {', '.join(in_kernel)} are judged inside the student's kernel "
+              "(no `# JUDGE` in their hidden tests): a submission can forge those verdicts", file=sys.stderr)
+
+    def judged_against() -> dict[str, list[dict]] | None:
+        """The solution's data for this run's inputs, computed once, on first need (a resumed run may need none)."""
+        if not judged:
+            return None
+        with reference_lock:
+            if not reference:
+                tic = time.monotonic()
+                reference.update(reference_parts(spec, output_dir / "_reference", secret, timeout, memory_mb, seed,
+                                                 profile, masks, threads))
+                if not quiet:
+                    print(f"reference run (the solution through the same probes): {time.monotonic() - tic:.0f} s",
+                          flush=True)
+        return reference
 
     def one(name: str) -> tuple[Row, dict[str, Any]]:
         nonlocal resumed
@@ -312,6 +365,7 @@ def grade(lab: str | Path, submissions: list[str | Path], out_csv: str | Path, t
         if stored is not None:
             resumed += 1
             return stored
+        against = judged_against() if data is not None else None  # before the clock: it is the batch's cost
         tic = time.monotonic()
         if data is None:
             row = Row(name, dict.fromkeys(spec.exercises, 0.0), 0.0, spec.max_total,
@@ -319,7 +373,10 @@ def grade(lab: str | Path, submissions: list[str | Path], out_csv: str | Path, t
             log: dict[str, Any] = {"status": row.status, "parts": _score(spec, {})[1]}
         else:
             try:
-                row, log = grade_one(spec, name, data, run_dir, timeout, memory_mb, seed, profile, masks, threads)
+                row, log = grade_one(spec, name, data, run_dir, timeout, memory_mb, seed, profile, masks, threads,
+                                     secret=secret, reference=against)
+            except GradingError:  # the lab's own tests are broken: stop, every row would be wrong
+                raise
             except Exception as error:  # the batch always completes
                 row = Row(name, dict.fromkeys(spec.exercises, 0.0), 0.0, spec.max_total,
                           f"error: grader failed: {type(error).__name__}: {error}"[:300])
@@ -361,7 +418,7 @@ def grade(lab: str | Path, submissions: list[str | Path], out_csv: str | Path, t
     histogram = out_csv.with_name(out_csv.stem + "-histogram.png")
     write_histogram(rows, histogram, f"lab {spec.number}: percent per submission")
     out_csv.with_name(out_csv.stem + "-summary.md").write_text(
-        summary_markdown(spec.number, rows, spec.exercises, histogram.name), encoding="utf-8")
+        summary_markdown(spec.number, rows, spec.exercises, histogram.name, in_kernel), encoding="utf-8")
     if "canvas" in formats:
         out_csv.with_name(out_csv.stem + "-canvas.csv").write_text(
             canvas_csv(rows, f"Lab {spec.number}"), encoding="utf-8", newline="")
@@ -372,61 +429,3 @@ def grade(lab: str | Path, submissions: list[str | Path], out_csv: str | Path, t
         print(f"gradebook: {out_csv} (summary, histogram{', canvas' if formats else ''} beside it); "
               f"executed notebooks, logs and feedback: {output_dir}")
     return rows
-
-
-# --- command line ---------------------------------------------------------------------------------------------
-def cmd_grade(args: argparse.Namespace) -> int:
-    # `kill` or a CI timeout: exit through grade()'s clean-up, which stops the workers and kernels.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        rows = grade(args.lab, args.submissions, args.out, timeout=args.timeout, memory_mb=args.memory_mb,
-                     workers=args.workers, output_dir=args.output_dir, shard=args.shard, formats=args.format or ())
-    except (GradingError, FileExistsError) as error:
-        print(f"anlp-ft grade: {error}", file=sys.stderr)
-        return 2
-    return 0 if rows else 1
-
-
-def add_grade_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``anlp-ft grade`` on the CLI's subparsers."""
-    p = subparsers.add_parser("grade", help="grade submissions of a lab into a gradebook CSV",
-                              description="Run each submission in its own limited kernel with the lab's hidden tests "
-                                          "and write one gradebook row per submission.")
-    p.add_argument("lab", metavar="LAB", help="lab number (01..06) or a solution notebook's path")
-    p.add_argument("submissions", metavar="SUBMISSION", nargs="+", help="submitted notebooks (never modified)")
-    p.add_argument("--out", required=True, help="gradebook CSV to create (an existing file is never overwritten)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                   help=f"wall-clock seconds per submission (default {DEFAULT_TIMEOUT_S})")
-    p.add_argument("--memory-mb", type=int, default=DEFAULT_MEMORY_MB,
-                   help=f"address-space cap of each kernel in MiB (default {DEFAULT_MEMORY_MB})")
-    p.add_argument("--workers", type=int, default=1, help="submissions graded at once (default 1)")
-    p.add_argument("--output-dir", default=None, help="executed notebooks and logs (default: <out>-runs/)")
-    p.add_argument("--shard", default=None, metavar="K/N",
-                   help="grade only the K-th of N deterministic parts of the batch (join them with grade-merge)")
-    p.add_argument("--format", action="append", choices=["canvas"],
-                   help="also write <out>-canvas.csv for Canvas's gradebook import")
-    p.set_defaults(func=cmd_grade)
-    m = subparsers.add_parser("grade-merge", help="join the gradebooks of --shard runs into one",
-                              description="Join gradebooks of one lab (from `anlp-ft grade --shard K/N`) into the "
-                                          "gradebook a single run writes.")
-    m.add_argument("parts", metavar="GRADEBOOK", nargs="+", help="the shards' gradebook CSVs")
-    m.add_argument("--out", required=True, help="gradebook CSV to create (never overwritten)")
-    m.set_defaults(func=cmd_merge)
-    return p
-
-
-def cmd_merge(args: argparse.Namespace) -> int:
-    try:
-        count = merge_gradebooks(args.parts, args.out)
-    except (ValueError, FileExistsError, OSError) as error:
-        print(f"anlp-ft grade-merge: {error}", file=sys.stderr)
-        return 2
-    print(f"{count} rows from {len(args.parts)} gradebooks: {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m anlp_ft.assignments.grade")
-    add_grade_parser(parser.add_subparsers(dest="command", required=True))
-    arguments = parser.parse_args(["grade", *sys.argv[1:]])
-    sys.exit(arguments.func(arguments))

@@ -22,6 +22,7 @@ from .sync import read_solution
 __all__ = ["GradingError", "HiddenCell", "LabSpec", "find_solution", "load_lab", "source_hash"]
 
 PART_LINE = re.compile(r"^[ \t]*#[ \t]*PART\b.*$", re.M)
+JUDGE_LINE = re.compile(r"^[ \t]*#[ \t]*JUDGE\b.*$", re.M)
 PUBLIC_DIR = Path(__file__).resolve().parent / "public"
 
 
@@ -36,6 +37,16 @@ class HiddenCell:
     parts: list[str]
     after: str | None = None  # None: at its place in the solution; else injected after this lab cell
     titles: list[str] = field(default_factory=list)  # one per part: its `# PART` label, for feedback
+    judges: list[str] = field(default_factory=list)  # one per part: the code after its `# JUDGE` line, or ""
+
+    def judge(self, number: int) -> str:
+        """The part's judge (1-based): run by the grader on the kernel's data; "" = judged in the kernel."""
+        return self.judges[number - 1] if number - 1 < len(self.judges) else ""
+
+    @property
+    def judged(self) -> bool:
+        """Every part has a judge: nothing the kernel says about passing counts."""
+        return all(self.judge(n) for n in range(1, len(self.parts) + 1))
 
     def title(self, number: int) -> str:
         """The part's label (1-based), or "part N" when it has none."""
@@ -169,14 +180,18 @@ def load_lab(lab: str | Path) -> LabSpec:
         source = cell_source(cell)
         titles_found = [m.group(0).split("PART", 1)[1].strip() for m in PART_LINE.finditer(source)]
         labelled = zip(["", *titles_found], PART_LINE.split(source))
-        parts, titles = [], []
+        parts, titles, judges = [], [], []
         for title, part in labelled:
             if part.strip():
-                parts.append(part)
+                probe, *judge = JUDGE_LINE.split(part, maxsplit=1)
+                if judge and not judge[0].strip():
+                    raise GradingError(f"{source_name}, cell {cell_id}: a `# JUDGE` line with no judge code after it")
+                parts.append(probe)
                 titles.append(title)
+                judges.append(judge[0] if judge else "")
         if not parts:
             raise GradingError(f"{source_name}, cell {cell_id}: empty hidden-tests cell")
-        hidden[cell_id] = HiddenCell(cell_id, graded, parts, titles=titles)
+        hidden[cell_id] = HiddenCell(cell_id, graded, parts, titles=titles, judges=judges)
         for name in graded:
             counts[name] += len(parts)
     # An exercise without hidden tests is graded by the lab's public check calls, re-run strictly.

@@ -185,7 +185,8 @@ def build_lab(solution_nb: nbformat.NotebookNode, source_name: str) -> nbformat.
     lab = nbformat.v4.new_notebook()
     lab.nbformat_minor = max(solution_nb.get("nbformat_minor", 5), 5)  # 4.5+ carries cell ids
     lab.metadata = copy.deepcopy(solution_nb.get("metadata", {}))
-    lab.metadata.pop("papermill", None)
+    for key in ("papermill", "widgets"):  # the solution's last run (widget state churns on every run)
+        lab.metadata.pop(key, None)
     lab.metadata.setdefault("anlp_ft", {})["generated_from"] = source_name
     lab.cells = [
         _lab_cell(cell, index, source_name)

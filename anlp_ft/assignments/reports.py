@@ -75,9 +75,15 @@ def canvas_csv(rows: Sequence[Row], assignment: str) -> str:
     return buffer.getvalue()
 
 
-def summary_markdown(lab: str, rows: Sequence[Row], exercises: dict[str, float], histogram: str | None) -> str:
-    """Per-exercise mean points and the spread of percentages, for the instructor."""
+def summary_markdown(lab: str, rows: Sequence[Row], exercises: dict[str, float], histogram: str | None,
+                     in_kernel: Sequence[str] = ()) -> str:
+    """Per-exercise mean points and the spread of percentages, for the instructor; `in_kernel` names the
+    exercises whose verdict came from the student's kernel (forgeable)."""
     lines = [f"# Lab {lab}: {len(rows)} submissions", ""]
+    if in_kernel:
+        names = ", ".join(in_kernel)
+        lines += [f"Judged inside the student's kernel (a submission can forge these verdicts): {names}. "
+                  "Every other exercise is judged by the grader on the data the kernel handed over.", ""]
     if rows:
         percents = [r.percent for r in rows]
         lines += [f"Percent: mean {statistics.fmean(percents):.1f}, median {statistics.median(percents):.1f}, "

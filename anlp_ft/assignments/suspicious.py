@@ -18,7 +18,8 @@ from dataclasses import dataclass
 PHRASES = {  # kind -> the summary's words; "patch" findings are summarized by their own detail
     "patch": "", "hook": "installs interpreter hooks", "ipython": "hooks IPython", "process": "starts processes",
     "path": "reads paths outside its folder", "package-path": "reads paths derived from the installed package/home",
-    "exec": "runs generated code", "network": "uses the network", "unparsable": "does not parse"}
+    "exec": "runs generated code", "network": "uses the network", "unparsable": "does not parse",
+    "reference": "calls the course's own version of an exercise"}
 # Dotted names, resolved through imports and aliases, that are evidence wherever referenced ("x*": any x prefix).
 RULES = {kind: tuple(words.split()) for kind, words in {
     "hook": """sys.settrace sys.setprofile threading.settrace* threading.setprofile* sys.addaudithook sys.meta_path
@@ -37,7 +38,15 @@ RULES = {kind: tuple(words.split()) for kind, words in {
     "exec": """runpy marshal codeop zipimport types.CodeType types.FunctionType code.Interactive*
         importlib.util.spec_from_file_location importlib.util.module_from_spec importlib.machinery""",
     "network": """socket urllib.request urllib.urlopen urllib3 requests http.client http.server httpx aiohttp ftplib
-        smtplib telnetlib paramiko"""}.items()}
+        smtplib telnetlib paramiko""",
+    # Package functions that compute what a graded exercise asks for (the lectures and recipes need them):
+    # used in a student's cell, they are evidence for a human, whatever the judges say.
+    "reference": """anlp_ft.memory_measure.measure_saved_activation_bytes anlp_ft.memory_measure.measure_training_step
+        anlp_ft.memory.memory_breakdown anlp_ft.memory.zero_partition anlp_ft.memory.fits anlp_ft.memory.fit_table
+        anlp_ft.memory.calculate anlp_ft.memory.activation_bytes anlp_ft.distill.kd_loss
+        anlp_ft.distill.token_kd_loss_fn anlp_ft.distill.keep_verified anlp_ft.formatting.encode_chat
+        anlp_ft.formatting.render_llama3 anlp_ft.formatting.LLAMA3_CHAT_TEMPLATE
+        anlp_ft.self_instruct.instruction_prompt anlp_ft.self_instruct.rouge_filter"""}.items()}
 TAINT = (*RULES["package-path"], "os.environ", "os.getenv", "os.path.expanduser", "os.path.expandvars")
 SETTINGS = ("os.environ", "torch.backends", "torch._dynamo.config", "matplotlib.rcParams", "matplotlib.pyplot.rcParams",
             "pandas.options")  # module state that lab code sets legitimately

@@ -1,5 +1,5 @@
-"""anlp_ft.assignments.public.lab06 (LoRA and QLoRA): each public check passes a right answer (the library's
-reference, peft's LoRA layer, bitsandbytes' NF4) and fails a plausible mistake with a message that names it."""
+"""anlp_ft.assignments.public.lab06 (LoRA and QLoRA): each public check passes a right answer (the solution's,
+peft's LoRA layer, bitsandbytes' NF4) and fails a plausible mistake with a message that names it."""
 import pytest
 import torch
 from torch import nn
@@ -7,6 +7,9 @@ from torch import nn
 from anlp_ft import lora as L
 from anlp_ft.assignments.checks import CheckFailed
 from anlp_ft.assignments.public import lab06
+from tests.conftest import solution_answers
+
+SOL = solution_answers("06", NF4_LEVELS=L.NF4_LEVELS)  # the reference answers, from the solution
 
 
 # ex1: the LoRA layer ---------------------------------------------------------------------------------------------
@@ -37,13 +40,13 @@ class PeftLoRALinear(nn.Module):
         return out
 
 
-class ATransposed(L.LoRALinear):
+class ATransposed(SOL.LoRALinear):
     def __init__(self, base, r=16, alpha=32):
         super().__init__(base, r, alpha)
         self.lora_A = nn.Parameter(torch.randn(base.in_features, r))  # (in, r) instead of (r, in)
 
 
-class ATensor(L.LoRALinear):
+class ATensor(SOL.LoRALinear):
     def __init__(self, base, r=16, alpha=32):
         super().__init__(base, r, alpha)
         a = self.lora_A.detach().clone()
@@ -51,31 +54,31 @@ class ATensor(L.LoRALinear):
         self.lora_A = a  # a plain tensor: the optimizer never sees it
 
 
-class BRandom(L.LoRALinear):
+class BRandom(SOL.LoRALinear):
     def __init__(self, base, r=16, alpha=32):
         super().__init__(base, r, alpha)
         nn.init.kaiming_uniform_(self.lora_B.data, a=5 ** 0.5)  # initialised like A
 
 
-class AZero(L.LoRALinear):
+class AZero(SOL.LoRALinear):
     def __init__(self, base, r=16, alpha=32):
         super().__init__(base, r, alpha)
         nn.init.zeros_(self.lora_A.data)
 
 
-class BaseTrainable(L.LoRALinear):
+class BaseTrainable(SOL.LoRALinear):
     def __init__(self, base, r=16, alpha=32):
         super().__init__(base, r, alpha)
         self.base.requires_grad_(True)  # the base layer is not frozen
 
 
-class ScalingAlpha(L.LoRALinear):
+class ScalingAlpha(SOL.LoRALinear):
     def __init__(self, base, r=16, alpha=32):
         super().__init__(base, r, alpha)
         self.scaling = alpha  # alpha, not alpha / r
 
 
-class MergedWithoutScaling(L.LoRALinear):
+class MergedWithoutScaling(SOL.LoRALinear):
     @torch.no_grad()
     def merged(self) -> nn.Linear:
         out = super().merged()
@@ -83,9 +86,9 @@ class MergedWithoutScaling(L.LoRALinear):
         return out
 
 
-@pytest.mark.parametrize("layer", [L.LoRALinear, PeftLoRALinear], ids=["reference", "peft"])
+@pytest.mark.parametrize("layer", [SOL.LoRALinear, PeftLoRALinear], ids=["reference", "peft"])
 def test_lab06_ex1_accepts_a_right_layer(layer):
-    assert "matches the reference" in lab06.ex1(layer)
+    assert "matches base(x) + (alpha / r) x A^T B^T" in lab06.ex1(layer)
 
 
 @pytest.mark.parametrize("layer, message", [
@@ -105,7 +108,14 @@ def test_lab06_ex1_names_the_mistake(layer, message):
 
 # ex2: injecting LoRA into every projection ------------------------------------------------------------------------
 def _attention_only(model, r=8, alpha=16):
-    return L.inject_lora(model, r, alpha, targets=("q_proj", "k_proj", "v_proj", "o_proj"))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    found = [(name, m) for name, m in model.named_modules()
+             if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in ("q_proj", "k_proj", "v_proj", "o_proj")]
+    for name, module in found:
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, SOL.LoRALinear(module, r, alpha))
+    return model
 
 
 def _nothing_else_frozen(model, r=8, alpha=16):
@@ -113,16 +123,16 @@ def _nothing_else_frozen(model, r=8, alpha=16):
              if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in L.LORA_TARGETS]
     for name, module in found:
         parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent), child, L.LoRALinear(module, r, alpha))  # freezes the base linear only
+        setattr(model.get_submodule(parent), child, SOL.LoRALinear(module, r, alpha))  # freezes the base linear only
     return model
 
 
 def _returns_nothing(model, r=8, alpha=16):
-    L.inject_lora(model, r, alpha)
+    SOL.inject_lora(model, r, alpha)
 
 
 def test_lab06_ex2_accepts_the_reference():
-    assert "14 projections adapted" in lab06.ex2(L.inject_lora)
+    assert "14 projections adapted" in lab06.ex2(SOL.inject_lora)
 
 
 @pytest.mark.parametrize("inject, message", [
@@ -155,19 +165,19 @@ def _one_absmax(w, block=64):
 
 
 def _max_not_absmax(w, block=64):
-    codes, _ = L.nf4_quantize(w, block)
+    codes, _ = SOL.nf4_quantize(w, block)
     return codes, w.reshape(-1, block).amax(dim=1)  # the largest value, not the largest magnitude
 
 
 def _round_down(w, block=64):
-    _, absmax = L.nf4_quantize(w, block)
+    _, absmax = SOL.nf4_quantize(w, block)
     scaled = (w.reshape(-1, block) / absmax.unsqueeze(1)).reshape(-1)
     codes = (torch.bucketize(scaled, L.NF4_LEVELS, right=True) - 1).clamp(0, 15)  # the level below, not the nearest
     return codes.to(torch.uint8), absmax
 
 
 def _flat_dequantize(codes, absmax, shape, block=64):
-    return L.nf4_dequantize(codes, absmax, shape, block).reshape(-1)
+    return SOL.nf4_dequantize(codes, absmax, shape, block).reshape(-1)
 
 
 def _linear_levels(codes, absmax, shape, block=64):
@@ -175,18 +185,18 @@ def _linear_levels(codes, absmax, shape, block=64):
     return (levels[codes.long()].view(-1, block) * absmax.unsqueeze(1)).reshape(shape)
 
 
-@pytest.mark.parametrize("quantize, dequantize", [(L.nf4_quantize, L.nf4_dequantize),
+@pytest.mark.parametrize("quantize, dequantize", [(SOL.nf4_quantize, SOL.nf4_dequantize),
                                                   (_bnb_quantize, _bnb_dequantize)], ids=["reference", "bitsandbytes"])
 def test_lab06_ex3_accepts_right_nf4(quantize, dequantize):
     assert "equal those of" in lab06.ex3(quantize, dequantize)
 
 
 @pytest.mark.parametrize("quantize, dequantize, message", [
-    (_one_absmax, L.nf4_dequantize, r"one absmax per block of 64 expected \(96\), got 1"),
-    (_max_not_absmax, L.nf4_dequantize, "absmax differs"),
-    (_round_down, L.nf4_dequantize, "of the codes differ .* NEAREST level"),
-    (L.nf4_quantize, _flat_dequantize, r"should return the original shape \(96, 64\)"),
-    (L.nf4_quantize, _linear_levels, "dequantised values differ"),
+    (_one_absmax, SOL.nf4_dequantize, r"one absmax per block of 64 expected \(96\), got 1"),
+    (_max_not_absmax, SOL.nf4_dequantize, "absmax differs"),
+    (_round_down, SOL.nf4_dequantize, "of the codes are not .* NEAREST level"),
+    (SOL.nf4_quantize, _flat_dequantize, r"should return the original shape \(96, 64\)"),
+    (SOL.nf4_quantize, _linear_levels, "dequantised values differ"),
 ], ids=["one-absmax", "max-not-absmax", "round-down", "flat-dequantize", "linear-levels"])
 def test_lab06_ex3_names_the_mistake(quantize, dequantize, message):
     with pytest.raises(CheckFailed, match=message):
@@ -195,7 +205,7 @@ def test_lab06_ex3_names_the_mistake(quantize, dequantize, message):
 
 # ex4: bits per parameter --------------------------------------------------------------------------------------------
 def test_lab06_ex4_accepts_the_reference():
-    assert lab06.ex4(L.nf4_bits_per_parameter) == "4.5 and 4.1270 bits per parameter"
+    assert lab06.ex4(SOL.bits_per_parameter) == "4.5 and 4.1270 bits per parameter"
 
 
 @pytest.mark.parametrize("bits, message", [
@@ -206,3 +216,15 @@ def test_lab06_ex4_accepts_the_reference():
 def test_lab06_ex4_names_the_mistake(bits, message):
     with pytest.raises(CheckFailed, match=message):
         lab06.ex4(bits)
+
+
+def test_lab06_ex3_without_bitsandbytes_checks_nf4s_definition(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as in Colab, which has no bitsandbytes
+    monkeypatch.setitem(sys.modules, "bitsandbytes.functional", None)
+    assert "NF4's definition" in lab06.ex3(SOL.nf4_quantize, SOL.nf4_dequantize)
+    with pytest.raises(CheckFailed, match="NEAREST level"):
+        lab06.ex3(_round_down, SOL.nf4_dequantize)
+    with pytest.raises(CheckFailed, match="dequantised values differ"):
+        lab06.ex3(SOL.nf4_quantize, _linear_levels)

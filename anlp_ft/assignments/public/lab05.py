@@ -7,7 +7,7 @@ import weakref
 
 import torch
 
-from ... import memory, memory_measure
+from ... import memory
 from .. import CheckFailed
 
 __all__ = ["ex1", "ex2", "ex3", "ex4"]
@@ -53,7 +53,8 @@ def ex2(saved_activation_bytes) -> str:
         raise CheckFailed("the forward pass's graph outlives your function: return t.detach() from pack, not t. "
                           "A saved output holds its own grad_fn, a reference cycle through C++ that Python's "
                           "garbage collector cannot free, so every call leaks all of its activations")
-    expected = memory_measure.measure_saved_activation_bytes(model, batch)
+    # The Llama formula, which the measurement equals on this architecture (the hidden tests also use others).
+    expected = memory.activation_bytes(memory.ModelShape.from_config(config), *ids.shape)
     if got != expected:
         hints = []
         with_params = expected + sum(p.numel() * p.element_size() for p in model.parameters())
