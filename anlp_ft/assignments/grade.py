@@ -334,7 +334,7 @@ def grade(lab: str | Path, submissions: list[str | Path], out_csv: str | Path, t
     resumed = 0
     interrupted = threading.Event()  # set on Ctrl-C / SIGTERM: a run cut short by it must not be recorded
     secret = secrets.randbelow(2**31)  # the probes' inputs: new every run, on disk only in the masked runs folder
-    judged = any(h.judges and any(h.judges) for h in spec.hidden.values())
+    judged = any(any(h.judges) for h in spec.hidden.values())
     reference: dict[str, list[dict]] = {}
     reference_lock = threading.Lock()
     in_kernel = in_kernel_exercises(spec)
