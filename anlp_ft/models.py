@@ -237,3 +237,16 @@ def student_from_teacher(model: PreTrainedModel, keep_layers: int | Sequence[int
     student.load_state_dict(state, strict=True)
     student.generation_config = copy.deepcopy(model.generation_config)
     return student
+
+
+def tiny_llama(tokenizer: PreTrainedTokenizerBase, *, layers: int = 2, seed: int = 0) -> PreTrainedModel:
+    """A Llama with the tokenizer's vocabulary and random weights (drawn from `seed`), small enough to train for a
+    few steps in a second: the stand-in for SmolLM2 when hidden tests run a student's training code."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=layers,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    return LlamaForCausalLM(config)

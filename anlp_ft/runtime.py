@@ -5,6 +5,7 @@ import functools
 import os
 import random
 import socket
+import sys
 from typing import Literal, TypeVar
 
 import numpy as np
@@ -36,6 +37,25 @@ def compute_dtype(device: torch.device | str | None = None, capability: tuple[in
     if capability is None:
         capability = torch.cuda.get_device_capability(device)
     return torch.bfloat16 if capability >= (8, 0) else torch.float16
+
+
+def describe_device(device: torch.device | str | None = None, *, name: str | None = None,
+                    capability: tuple[int, int] | None = None, in_colab: bool | None = None) -> str:
+    """One line for a notebook's set-up cell: the accelerator, its compute capability and the precision training
+    uses there (what `fit` autocasts to). `name`, `capability` and `in_colab` let tests pose as any machine."""
+    device = torch.device(device) if device is not None else pick_device()
+    if device.type == "cuda":
+        name = name or torch.cuda.get_device_name(device)
+        capability = capability or torch.cuda.get_device_capability(device)
+        dtype = compute_dtype(device, capability)
+        how = ("bf16 autocast" if dtype == torch.bfloat16
+               else "fp16 autocast with a GradScaler (no fast bf16 below compute capability 8.0)")
+        return f"GPU: {name}, compute capability {capability[0]}.{capability[1]}; training uses {how}"
+    if device.type == "mps":
+        return "GPU: Apple MPS; training runs in fp32"
+    in_colab = "google.colab" in sys.modules if in_colab is None else in_colab
+    fix = " (in Colab: Runtime > Change runtime type > T4 GPU)" if in_colab else ""
+    return f"no GPU{fix}: training runs on the CPU in fp32"
 
 
 # accelerate's names for the precisions fit() can autocast to ("fp16" also means a GradScaler).

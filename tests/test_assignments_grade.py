@@ -389,6 +389,29 @@ def test_exercise_without_hidden_tests_is_graded_by_its_public_check_calls(tmp_p
     assert ids[ids.index("ex1-check") + 1] == "ex1-check-ex1-checks-graded"
 
 
+def test_demo_cells_are_not_run_but_a_students_added_cell_after_one_is(tmp_path) -> None:
+    nb = fixture_solution()
+    cell(nb, "use").metadata["tags"] = ["demo"]
+    spec = load_lab(_write_solution(nb, tmp_path))
+    assert spec.demos == {"use"}
+    added = new_code_cell("print('mine')")
+    data = json.dumps(submission(edit=lambda lab: lab.cells.insert(
+        lab.cells.index(cell(lab, "use")) + 1, added))).encode()
+    graded = assemble(spec, data, nonce="0" * 32).notebook
+    ids = [c.id for c in graded.cells]
+    assert "use" not in ids and "ex2-hidden-graded" in ids
+    assert any(i.startswith("added-") for i in ids[ids.index("ex2-check"):ids.index("ex2-hidden-graded")])
+    assert ids[-1] == "grader-skipped" and "use, results" in graded.cells[-1].source
+
+
+@pytest.mark.parametrize("cell_id", ["ex1", "ex1-hidden"])
+def test_an_exercise_or_hidden_test_tagged_demo_is_refused(tmp_path, cell_id) -> None:
+    nb = fixture_solution()
+    cell(nb, cell_id).metadata.setdefault("tags", []).append("demo")
+    with pytest.raises(GradingError, match="tagged 'demo' but are not demonstrations"):
+        load_lab(_write_solution(nb, tmp_path))
+
+
 def test_hidden_cell_without_metadata_grades_the_exercises_named_in_its_id(tmp_path) -> None:
     nb = fixture_solution()
     for c in nb.cells:

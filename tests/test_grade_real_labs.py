@@ -61,7 +61,7 @@ def test_solution_scores_100_and_blank_lab_0(number: str, tmp_path: Path) -> Non
 
 
 # Wrong-but-plausible answers to each exercise: each must lose its own exercise's points and no other's.
-# CI grades labs 05 and 06 (each judged in the grader and run only up to its last graded cell: seconds each).
+# CI grades labs 05 and 06 (seconds each); ANLP_FT_MUTANT_LABS="01 05 06" adds lab 01 (about 5 minutes).
 MUTANT_LABS = os.environ.get("ANLP_FT_MUTANT_LABS", "05 06").split()
 MUTANTS = {"05": {
     "ex1": ("Adam's moments in 2 bytes",
@@ -82,6 +82,17 @@ MUTANTS = {"05": {
     "ex4": ("the whole card counted as usable",
             '''def gpus_that_fit(total_bytes: float) -> list[str]:
     return [name for name, gpu in GPUS.items() if total_bytes <= gpu.memory_gb * GB]'''),
+}, "01": {
+    "ex1": ("no end-of-sequence token", (" + [tokenizer.eos_token_id]", "")),
+    "ex2": ("labels not shifted", ("logits, labels = logits[:, :-1].float(), labels[:, 1:]",
+                                   "logits, labels = logits.float(), labels")),
+    "ex3": ("the schedule never stepped", ("        scheduler.step()\n", "")),
+    "ex4": ("full fine-tuning instead of LoRA", ("    model = get_peft_model(model, LORA)\n", "")),
+    "ex5": ("a copy of the pre-trained weights", ("return type(model)(model.config).to(model.device)",
+                                                 "return copy.deepcopy(model)")),
+    "ex6": ("steps that grow with n", ("TrainConfig(steps=DE_STEPS,", "TrainConfig(steps=max(1, n // DE_BATCH),")),
+    "ex7": ("the KL in the other direction", ("kl = (logp.exp() * (logp - logq)).sum(-1)",
+                                              "kl = (logq.exp() * (logq - logp)).sum(-1)")),
 }, "06": {
     "ex1": ("the update scaled by alpha, not alpha / r", ("self.scaling = alpha / r", "self.scaling = alpha")),
     "ex2": ("adapters on the attention projections only",

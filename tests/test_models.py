@@ -91,3 +91,12 @@ def test_4bit_compute_dtype_follows_the_card(capability, expected):
     assert config.bnb_4bit_compute_dtype is expected
     assert config.bnb_4bit_quant_type == "nf4"
     assert quantization_config("nf4", "cpu").bnb_4bit_compute_dtype is torch.float32
+
+
+def test_tiny_llama_speaks_the_tokenizers_vocabulary_and_is_seeded(tokenizer):
+    a, b = models.tiny_llama(tokenizer, layers=3, seed=7), models.tiny_llama(tokenizer, layers=3, seed=7)
+    assert a.config.num_hidden_layers == 3 and a.config.vocab_size == len(tokenizer)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a.lm_head.weight, models.tiny_llama(tokenizer, layers=3, seed=8).lm_head.weight)
+    ids = torch.tensor([tokenizer("What is 2 + 3?")["input_ids"]])
+    assert a(input_ids=ids).logits.shape == (1, ids.shape[1], len(tokenizer))

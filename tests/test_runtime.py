@@ -57,3 +57,17 @@ def test_hub_offline_flag(monkeypatch):
     runtime.hub_reachable.cache_clear()
     assert runtime.hub_reachable() is False
     runtime.hub_reachable.cache_clear()
+
+
+@pytest.mark.parametrize("name, capability, expected", [
+    ("Tesla T4", (7, 5), "GPU: Tesla T4, compute capability 7.5; training uses fp16 autocast with a GradScaler"),
+    ("NVIDIA A100-SXM4-40GB", (8, 0), "GPU: NVIDIA A100-SXM4-40GB, compute capability 8.0; training uses bf16"),
+])
+def test_describe_device_names_the_card_and_the_precision_fit_uses(name, capability, expected):
+    assert runtime.describe_device("cuda", name=name, capability=capability).startswith(expected)
+
+
+def test_describe_device_without_a_gpu_says_how_to_get_one_in_colab():
+    assert runtime.describe_device("cpu", in_colab=True) == (
+        "no GPU (in Colab: Runtime > Change runtime type > T4 GPU): training runs on the CPU in fp32")
+    assert runtime.describe_device("cpu", in_colab=False) == "no GPU: training runs on the CPU in fp32"

@@ -8,7 +8,8 @@
 * Code cells the student added run where the student put them (after the lab cell before them).
 * Each solution cell tagged ``hidden-tests`` becomes a cell the grader injects at the same place
   (:mod:`.probe`), its probes only (a part's judge never enters a kernel: :mod:`.judge`).
-* Cells after the last injected one are not run: nothing graded depends on them (the executed copy lists them).
+* Cells the solution tags ``demo`` and cells after the last injected one are not run: nothing graded depends on
+  them (the executed copy lists them). A student's added cell still runs where the student put it.
 """
 
 from __future__ import annotations
@@ -164,11 +165,15 @@ def assemble(spec: LabSpec, data: bytes, nonce: str, secret: int = 0) -> Assembl
             emit_lab_cell(next_lab)
             next_lab += 1
 
-    # The demonstrations after the last graded cell cost minutes and decide nothing.
+    # Demonstrations (training runs, evaluations, plots) cost minutes and decide nothing: neither the cells the
+    # solution tags `demo` nor anything after the last graded cell runs (the executed copy names them).
     last = max(i for i, c in enumerate(out) if GRADER_KEY in c.get("metadata", {}))
-    if skipped := [c for c in out[last + 1:] if c.cell_type == "code"]:
-        out = out[:last + 1] + [nbformat.v4.new_markdown_cell(
-            f"[grader: the {len(skipped)} code cells after the last graded cell were not run: "
+    skipped = [c for i, c in enumerate(out)
+               if c.cell_type == "code" and (i > last or (c.get("id") in spec.demos and GRADER_KEY not in c.metadata))]
+    if skipped:
+        dropped = {id(c) for c in skipped}
+        out = [c for c in out[:last + 1] if id(c) not in dropped] + [nbformat.v4.new_markdown_cell(
+            f"[grader: {len(skipped)} demonstration cells were not run (nothing graded depends on them): "
             + ", ".join(str(c.get("id")) for c in skipped) + "]", id="grader-skipped")]
     graded = nbformat.v4.new_notebook(metadata=copy.deepcopy(spec.lab.metadata))
     graded.metadata.setdefault("anlp_ft", {})["graded"] = True

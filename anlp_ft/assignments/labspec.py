@@ -16,7 +16,7 @@ from typing import Any
 
 import nbformat
 
-from .markers import HIDDEN_TESTS_TAG, build_lab
+from .markers import DEMO_TAG, HIDDEN_TESTS_TAG, build_lab
 from .sync import read_solution
 
 __all__ = ["GradingError", "HiddenCell", "LabSpec", "find_solution", "load_lab", "source_hash"]
@@ -71,6 +71,7 @@ class LabSpec:
     hidden: dict[str, HiddenCell] = field(default_factory=dict)  # solution cell id -> hidden cell
     checks_module: str = ""
     checks_path: Path | None = None
+    demos: frozenset[str] = frozenset()  # ids of the cells tagged `demo`: the grader does not run them
 
     @property
     def max_total(self) -> float:
@@ -208,8 +209,14 @@ def load_lab(lab: str | Path) -> LabSpec:
     if missing := [name for name, n in counts.items() if n == 0]:
         raise GradingError(f"{source_name}: no hidden-tests cell and no check(...) call for {', '.join(missing)}; "
                            "every exercise needs one")
+    demos = frozenset(str(c.get("id")) for c in solution_nb.cells if DEMO_TAG in c.get("metadata", {}).get("tags", []))
+    if clash := [c.get("id") for c in solution_nb.cells if c.get("id") in demos and (
+            c.cell_type != "code" or HIDDEN_TESTS_TAG in c.metadata.get("tags", [])
+            or "exercise" in c.metadata.get("anlp_ft", {}))]:
+        raise GradingError(f"{source_name}: cells {clash} are tagged {DEMO_TAG!r} but are not demonstrations (a demo "
+                           "is a code cell that is neither an exercise nor hidden tests)")
     checks = solution_nb.metadata.get("anlp_ft", {}).get("public_checks")
     checks_path = (solution.parent / checks).resolve() if checks else PUBLIC_DIR / f"lab{number}.py"
     return LabSpec(solution=solution, source_name=source_name, number=number, lab=lab_nb, solution_nb=solution_nb,
                    exercises=exercises, hidden=hidden, checks_module=f"anlp_ft.assignments.public.lab{number}",
-                   checks_path=checks_path if checks_path.is_file() else None)
+                   checks_path=checks_path if checks_path.is_file() else None, demos=demos)

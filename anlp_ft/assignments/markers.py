@@ -22,6 +22,7 @@ import re
 import nbformat
 
 __all__ = [
+    "DEMO_TAG",
     "HIDDEN_TESTS_TAG",
     "MarkerError",
     "build_lab",
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 HIDDEN_TESTS_TAG = "hidden-tests"
+DEMO_TAG = "demo"  # a demonstration (training runs, plots): the grader does not run it, no verdict depends on it
 CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError")
 MARKDOWN_STUB = ("*Your answer here.*",)
 
