@@ -31,7 +31,7 @@ from anlp_ft import distill
 from anlp_ft.data.arithmetic import arithmetic_problems, is_correct
 from anlp_ft.evaluate import generate
 from anlp_ft.formatting import encode_example, plain_prompt
-from anlp_ft.models import load_model, load_tokenizer
+from anlp_ft.models import TEACHER_MODEL, load_model, load_tokenizer
 from anlp_ft.runtime import pick_device, seed_everything
 from anlp_ft.train import TrainConfig, fit
 
@@ -97,8 +97,6 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="default: SmolLM2-360M-Instruct (offline: SmolLM2-135M-Instruct)")
     parser.add_argument("--out", help="write the settings and rows to this JSON file")
     args = parser.parse_args()
-    from anlp_ft.models import TEACHER_MODEL
-
     tokenizer = load_tokenizer(args.model or TEACHER_MODEL)
     base = load_model(args.model or TEACHER_MODEL, device=pick_device()).eval()
     test = arithmetic_problems(args.n_test, seed=HELD_OUT_SEED)

@@ -67,6 +67,12 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def best_lr(rows: list[dict], method: str) -> float:
+    """The method's learning rate with the highest mean validation accuracy over seeds."""
+    lrs = {r["lr"] for r in rows if r["method"] == method}
+    return max(lrs, key=lambda lr: statistics.mean(r["val"] for r in rows if r["method"] == method and r["lr"] == lr))
+
+
 def report(rows: list[dict], seeds: list[int]) -> None:
     print(f"\n{'method':>6}  {'lr':>8}  {'validation':>16}  {'test':>16}   (mean ± sd over {len(seeds)} seeds)")
     best = {}
@@ -78,7 +84,7 @@ def report(rows: list[dict], seeds: list[int]) -> None:
         for lr, rs in sorted(by_lr.items()):
             (vm, vs), (tm, ts) = mean_sd([r["val"] for r in rs]), mean_sd([r["test"] for r in rs])
             print(f"{method:>6}  {lr:8.0e}  {vm:8.3f} ± {vs:.3f}  {tm:8.3f} ± {ts:.3f}")
-        best[method] = max(by_lr, key=lambda lr: statistics.mean(r["val"] for r in by_lr[lr]))
+        best[method] = best_lr(rows, method)
     print("\nat each method's best validation lr (test accuracy):")
     test = {}
     for method in ("full", "LoRA", "QLoRA"):
@@ -138,9 +144,7 @@ def main() -> None:
             for seed in args.seeds:
                 measure(method, lr, seed)
     if not args.no_qlora:
-        lora_rows = [r for r in rows if r["method"] == "LoRA"]
-        lr = max(set(r["lr"] for r in lora_rows),
-                 key=lambda lr: statistics.mean(r["val"] for r in lora_rows if r["lr"] == lr))
+        lr = best_lr(rows, "LoRA")
         for seed in args.seeds:
             measure("QLoRA", lr, seed)
     report(rows, args.seeds)
