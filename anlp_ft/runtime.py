@@ -13,11 +13,33 @@ import torch
 
 Profile = Literal["quick", "full"]
 T = TypeVar("T")
+# "7.5:15" makes a bigger CUDA card train as a Colab T4 would: the precision of compute capability 7.5 (fp16 with a
+# GradScaler) and at most 15 GiB for torch's allocator. For checking the students' path on another GPU.
+POSE_ENV = "ANLP_FT_POSE_GPU"
+
+
+@functools.cache
+def gpu_pose() -> tuple[tuple[int, int], float] | None:
+    """The card $ANLP_FT_POSE_GPU poses as, (capability, memory GiB), applied to CUDA once; None when unset."""
+    value = os.environ.get(POSE_ENV)
+    if not value:
+        return None
+    try:
+        cap, gib = value.split(":")
+        major, minor = (int(x) for x in cap.split("."))
+        pose = ((major, minor), float(gib))
+    except ValueError:
+        raise ValueError(f"{POSE_ENV} must look like '7.5:15' (compute capability:GiB), got {value!r}") from None
+    if torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, pose[1] * 2**30 / total))
+    return pose
 
 
 def pick_device() -> torch.device:
     """cuda > mps > cpu."""
     if torch.cuda.is_available():
+        gpu_pose()
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
@@ -35,7 +57,8 @@ def compute_dtype(device: torch.device | str | None = None, capability: tuple[in
     if device.type != "cuda":
         return torch.float32
     if capability is None:
-        capability = torch.cuda.get_device_capability(device)
+        pose = gpu_pose()
+        capability = pose[0] if pose else torch.cuda.get_device_capability(device)
     return torch.bfloat16 if capability >= (8, 0) else torch.float16
 
 
@@ -45,8 +68,11 @@ def describe_device(device: torch.device | str | None = None, *, name: str | Non
     uses there (what `fit` autocasts to). `name`, `capability` and `in_colab` let tests pose as any machine."""
     device = torch.device(device) if device is not None else pick_device()
     if device.type == "cuda":
+        pose = None if (name or capability) else gpu_pose()
         name = name or torch.cuda.get_device_name(device)
-        capability = capability or torch.cuda.get_device_capability(device)
+        if pose:
+            name = f"{name} posing as compute capability {pose[0][0]}.{pose[0][1]} with {pose[1]:g} GiB ({POSE_ENV})"
+        capability = capability or (pose[0] if pose else torch.cuda.get_device_capability(device))
         dtype = compute_dtype(device, capability)
         how = ("bf16 autocast" if dtype == torch.bfloat16
                else "fp16 autocast with a GradScaler (no fast bf16 below compute capability 8.0)")
@@ -89,12 +115,13 @@ def resolve_profile(profile: str | None = None) -> Profile:
     """The run profile: an explicit value (a papermill PROFILE parameter), else $ANLP_FT_PROFILE, else "quick".
 
     "quick" is the default on every device, a GPU included: a profile becomes a device's default only after every
-    notebook ran in it there, and the full profile has not run on a GPU yet. On a GPU the default says so."""
+    notebook passed in it there; the full profile's one GPU run (benchmarks/results/gpu_check_h200.md) did not pass
+    everywhere yet. On a GPU the default says so."""
     value = profile or os.environ.get("ANLP_FT_PROFILE")
     if not value:
         value = "quick"
         if torch.cuda.is_available():
-            print("profile: quick (the default everywhere until the full profile has been run on a GPU; "
+            print("profile: quick (the default everywhere until the full profile has passed on a GPU; "
                   "set PROFILE = 'full' or ANLP_FT_PROFILE=full to opt in)")
     if value not in ("quick", "full"):
         raise ValueError(f"profile must be 'quick' or 'full', got {value!r} (check PROFILE or $ANLP_FT_PROFILE)")

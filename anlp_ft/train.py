@@ -23,11 +23,13 @@ from typing import Callable, Iterator, Literal, Sequence
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import GradientAccumulationPlugin
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .formatting import IGNORE_INDEX, Collator
+from .models import set_activation_checkpointing
 from .runtime import autocast_dtype, mixed_precision, pick_device, seed_everything
 
 
@@ -181,6 +183,10 @@ def fit(
     # Precision is handled here (autocast + GradScaler), so accelerate is told "no" whatever its config says.
     # Micro-batches are fetched a step ahead (to count the step's tokens), so accumulation syncs by count, not
     # at the end of a dataloader. cpu=True without a GPU lets `accelerate launch` / torchrun start gloo processes.
+    # An Accelerator made earlier in this process (a notebook's own accelerate loop, transformers' Trainer) fixed
+    # the process-wide precision; accelerate refuses a second one, so fit() starts accelerate's state afresh.
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != "no":
+        AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision="no", cpu=pick_device().type == "cpu",
                               gradient_accumulation_plugin=GradientAccumulationPlugin(
                                   num_steps=config.grad_accum, sync_with_dataloader=False))
@@ -188,7 +194,7 @@ def fit(
     autocast = torch.autocast(accelerator.device.type, dtype=dtype, enabled=dtype != torch.float32)
     scaler = torch.amp.GradScaler(accelerator.device.type, enabled=dtype == torch.float16)
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        set_activation_checkpointing(model, True)
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()  # frozen embeddings (LoRA) would otherwise cut the graph
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -258,5 +264,5 @@ def fit(
     bar.close()
     model.eval()
     if config.gradient_checkpointing:
-        accelerator.unwrap_model(model).gradient_checkpointing_disable()
+        set_activation_checkpointing(accelerator.unwrap_model(model), False)
     return history

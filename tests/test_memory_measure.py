@@ -10,6 +10,7 @@ import torch
 from anlp_ft import memory as M
 from anlp_ft import memory_measure as MM
 from anlp_ft.memory import ModelShape, TrainSetup
+from anlp_ft.models import set_activation_checkpointing
 
 
 @pytest.mark.parametrize("batch,seq", [(1, 8), (2, 8), (1, 16), (3, 5)])
@@ -17,7 +18,7 @@ from anlp_ft.memory import ModelShape, TrainSetup
 def test_measured_activation_bytes_match_the_formula(batch, seq, checkpointing, tiny_model_factory):
     model = tiny_model_factory(vocab_size=1000).train()
     if checkpointing:
-        model.activation_checkpointing_enable()
+        set_activation_checkpointing(model, True)
     ids = torch.randint(0, 1000, (batch, seq))
     measured = MM.measure_saved_activation_bytes(model, {"input_ids": ids, "labels": ids})
     predicted = M.activation_bytes(ModelShape.from_config(model.config), batch, seq, checkpointing=checkpointing)
@@ -63,7 +64,7 @@ def test_lora_activation_bytes_match_the_formula(checkpointing, tiny_model_facto
     model = tiny_model_factory(vocab_size=1000).train()
     config = model.config
     if checkpointing:
-        model.activation_checkpointing_enable()
+        set_activation_checkpointing(model, True)
     model = _lora(model)
     if checkpointing:
         model.enable_input_require_grads()  # what peft asks for with frozen embeddings

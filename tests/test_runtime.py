@@ -71,3 +71,29 @@ def test_describe_device_without_a_gpu_says_how_to_get_one_in_colab():
     assert runtime.describe_device("cpu", in_colab=True) == (
         "no GPU (in Colab: Runtime > Change runtime type > T4 GPU): training runs on the CPU in fp32")
     assert runtime.describe_device("cpu", in_colab=False) == "no GPU: training runs on the CPU in fp32"
+
+
+@pytest.fixture
+def pose(monkeypatch):
+    """Set $ANLP_FT_POSE_GPU for one test; the parsed pose is cached, so clear it before and after."""
+    def set_pose(value: str):
+        monkeypatch.setenv(runtime.POSE_ENV, value)
+        runtime.gpu_pose.cache_clear()
+    yield set_pose
+    monkeypatch.delenv(runtime.POSE_ENV, raising=False)
+    runtime.gpu_pose.cache_clear()
+
+
+def test_a_posed_t4_computes_in_fp16_on_cuda_and_the_cpu_stays_fp32(pose):
+    pose("7.5:15")
+    assert runtime.gpu_pose() == ((7, 5), 15.0)
+    assert runtime.compute_dtype("cuda") is torch.float16
+    assert runtime.compute_dtype("cpu") is torch.float32
+    assert runtime.compute_dtype("cuda", capability=(9, 0)) is torch.bfloat16  # an explicit card still wins
+
+
+@pytest.mark.parametrize("value", ["7.5", "T4", "7:15", "7.5:lots"])
+def test_a_malformed_pose_names_the_variable_and_the_format(pose, value):
+    pose(value)
+    with pytest.raises(ValueError, match=r"ANLP_FT_POSE_GPU must look like '7.5:15'"):
+        runtime.gpu_pose()

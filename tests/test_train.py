@@ -121,3 +121,18 @@ def test_fp16_branch_autocasts_with_a_grad_scaler(tiny_model, data):
     plain = fit(tiny_model, data, TrainConfig(steps=1, batch_size=4, mixed_precision="no", progress=False))
     assert plain.precision == "no"
     assert plain.loss_scale == []
+
+
+def test_fit_runs_after_an_accelerator_with_another_precision(tiny_model, data):
+    """A notebook's own accelerate loop (bf16 or fp16 on a GPU) fixes accelerate's process-wide state; fit() after it
+    must still train (it does its own autocast) instead of raising accelerate's 'already initialized' error."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()  # earlier fits in this process made one with "no"
+    Accelerator(mixed_precision="bf16", cpu=True)
+    try:
+        history = fit(tiny_model, data, TrainConfig(steps=2, batch_size=4, progress=False))
+    finally:
+        AcceleratorState._reset_state()
+    assert history.precision == "no" and len(history.loss) == 2 and all(math.isfinite(x) for x in history.loss)
