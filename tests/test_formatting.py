@@ -74,6 +74,18 @@ def test_assistant_only_labels_on_a_multi_turn_chat(tokenizer):
     assert tokenizer.decode(ex["input_ids"]).startswith("<|im_start|>system\n" + messages[0]["content"])
 
 
+def test_assistant_labels_do_not_depend_on_the_tokenizers_eos(tokenizer):
+    """The base SmolLM2-135M's tokenizer (Colab's default model) has eos <|endoftext|>, not ChatML's <|im_end|>:
+    each turn's labels still end at <|im_end|>, because only the layout after it (a newline) is trimmed."""
+    import copy
+
+    base_like = copy.deepcopy(tokenizer)
+    base_like.eos_token = "<|endoftext|>"
+    assert base_like.eos_token_id != tokenizer.eos_token_id
+    messages = next(c for c in make_chats(20, seed=0, multi_turn=1.0))["messages"]
+    assert encode_chat(base_like, messages) == encode_chat(tokenizer, messages)
+
+
 def test_llama3_template_renders_the_lecture_format(tokenizer):
     assert render_llama3(SUA) == LECTURE
     assert tokenizer.apply_chat_template(SUA, chat_template=LLAMA3_CHAT_TEMPLATE, tokenize=False) == LECTURE
