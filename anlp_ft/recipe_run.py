@@ -21,7 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from .formatting import IGNORE_INDEX, encode_chat
 from .recipe import Recipe, RecipeError, dump_recipe
 from .recipe_data import Row, encode_rows, load_rows, preview
-from .runtime import autocast_dtype, gpu_pose, mixed_precision, pick_device, seed_everything
+from .runtime import autocast_dtype, cuda_capability, mixed_precision, pick_device, seed_everything
 
 FINISHED = "history.json"  # written last: a folder holding it holds a finished run
 CHATML_TEMPLATE = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
@@ -50,8 +50,7 @@ def check_precision(recipe: Recipe, device: torch.device | str | None = None,
     `capability` and `card` let tests pose as a T4."""
     device = torch.device(device) if device is not None else pick_device()
     if recipe.precision == "bf16" and device.type == "cuda":
-        pose = gpu_pose()
-        capability = capability or (pose[0] if pose else torch.cuda.get_device_capability(device))
+        capability = capability or cuda_capability(device)
         card = card or torch.cuda.get_device_name(device)
         if capability < (8, 0):
             raise RecipeError(f"bf16: true, but this GPU ({card}, compute capability {capability[0]}.{capability[1]}) "

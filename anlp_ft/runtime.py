@@ -36,6 +36,12 @@ def gpu_pose() -> tuple[tuple[int, int], float] | None:
     return pose
 
 
+def cuda_capability(device: torch.device | str | None = None) -> tuple[int, int]:
+    """The compute capability training goes by: the posed card's ($ANLP_FT_POSE_GPU) if set, else the card's."""
+    pose = gpu_pose()
+    return pose[0] if pose else torch.cuda.get_device_capability(device)
+
+
 def pick_device() -> torch.device:
     """cuda > mps > cpu."""
     if torch.cuda.is_available():
@@ -57,8 +63,7 @@ def compute_dtype(device: torch.device | str | None = None, capability: tuple[in
     if device.type != "cuda":
         return torch.float32
     if capability is None:
-        pose = gpu_pose()
-        capability = pose[0] if pose else torch.cuda.get_device_capability(device)
+        capability = cuda_capability(device)
     return torch.bfloat16 if capability >= (8, 0) else torch.float16
 
 
@@ -72,7 +77,7 @@ def describe_device(device: torch.device | str | None = None, *, name: str | Non
         name = name or torch.cuda.get_device_name(device)
         if pose:
             name = f"{name} posing as compute capability {pose[0][0]}.{pose[0][1]} with {pose[1]:g} GiB ({POSE_ENV})"
-        capability = capability or (pose[0] if pose else torch.cuda.get_device_capability(device))
+        capability = capability or cuda_capability(device)
         dtype = compute_dtype(device, capability)
         how = ("bf16 autocast" if dtype == torch.bfloat16
                else "fp16 autocast with a GradScaler (no fast bf16 below compute capability 8.0)")

@@ -16,7 +16,6 @@ import json
 import time
 
 import torch
-from accelerate.state import AcceleratorState
 from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
 from anlp_ft.memory import ModelShape
@@ -66,7 +65,6 @@ def mfu(tok_per_s: float, params: int, layers: int, seq: int) -> float | None:
 
 
 def run_fit(args, data, batch: int, compile: bool) -> dict:
-    AcceleratorState._reset_state(reset_partial_state=True)  # Trainer's run fixed the process-wide precision
     model = make_model(args.layers)
     cfg = dict(batch_size=batch, lr=1e-4, schedule="constant", progress=False, compile=compile)
     fit(model, data[: batch * WARMUP], TrainConfig(steps=WARMUP, **cfg))  # warm-up (and compilation), not timed
