@@ -1,20 +1,15 @@
-"""anlp_ft.self_instruct: ROUGE-L, the in-context prompt of k pool tasks, parsing the generated instruction and
-the ROUGE-L filter against the growing pool."""
+"""anlp_ft.self_instruct: ROUGE-L and parsing the generated instruction; with lab 02's reference answers from its
+solution (the in-context prompt of k pool tasks, the ROUGE-L filter against the growing pool) checked against them."""
 from __future__ import annotations
 
 import random
 
 import pytest
 
-from anlp_ft.self_instruct import (
-    HEADER,
-    SEED_INSTRUCTIONS,
-    instruction_prompt,
-    most_similar,
-    parse_instruction,
-    rouge_filter,
-    rouge_l,
-)
+from anlp_ft.self_instruct import HEADER, SEED_INSTRUCTIONS, THRESHOLD, parse_instruction, rouge_l
+from tests.conftest import solution_answers
+
+SOL = solution_answers("02", random=random, rouge_l=rouge_l)  # the reference answers, from the solution
 
 
 def test_rouge_l_is_one_for_the_same_text_and_zero_for_disjoint():
@@ -25,15 +20,13 @@ def test_rouge_l_is_one_for_the_same_text_and_zero_for_disjoint():
 
 
 def test_instruction_prompt_numbers_k_pool_tasks_and_asks_for_the_next():
-    prompt = instruction_prompt(SEED_INSTRUCTIONS, 3, random.Random(0))
+    prompt = SOL.self_instruct_prompt(list(SEED_INSTRUCTIONS), 3, random.Random(0))
     lines = prompt.split("\n")
     assert lines[0] == HEADER
     assert lines[-1] == "Task 4:"
     assert len(lines) == 5
     assert all(line.split(": ", 1)[1] in SEED_INSTRUCTIONS for line in lines[1:4])
-    assert prompt == instruction_prompt(SEED_INSTRUCTIONS, 3, random.Random(0))  # seeded
-    with pytest.raises(ValueError):
-        instruction_prompt(["one task"], 2, random.Random(0))
+    assert prompt == SOL.self_instruct_prompt(list(SEED_INSTRUCTIONS), 3, random.Random(0))  # seeded
 
 
 @pytest.mark.parametrize("text, want", [
@@ -49,15 +42,15 @@ def test_parse_instruction_keeps_the_first_usable_line(text, want):
 
 def test_rouge_filter_rejects_near_copies_including_ones_kept_earlier_in_the_batch():
     pool = ["Sort these numbers from smallest to largest."]
-    result = rouge_filter(["Sort the numbers from smallest to largest.", "Name a red fruit.", "Name a red fruit!",
-                           "Explain how rain forms."], pool)
-    assert result.kept == ["Name a red fruit.", "Explain how rain forms."]
-    assert [r[0] for r in result.rejected] == ["Sort the numbers from smallest to largest.", "Name a red fruit!"]
-    assert result.rejected[1][2] == "Name a red fruit."
-    assert result.rejected[1][1] >= 0.7
+    kept, rejected = SOL.novel_instructions(["Sort the numbers from smallest to largest.", "Name a red fruit.",
+                                             "Name a red fruit!", "Explain how rain forms."], pool)
+    assert kept == ["Name a red fruit.", "Explain how rain forms."]
+    assert [r[0] for r in rejected] == ["Sort the numbers from smallest to largest.", "Name a red fruit!"]
+    assert rejected[1][2] == "Name a red fruit."
+    assert rejected[1][1] >= THRESHOLD
     assert pool == ["Sort these numbers from smallest to largest."]  # the caller's pool is not modified
-    assert most_similar("anything", []) == (0.0, "")
 
 
 def test_seed_instructions_are_themselves_novel():
-    assert rouge_filter(SEED_INSTRUCTIONS, []).kept == list(SEED_INSTRUCTIONS)
+    kept, rejected = SOL.novel_instructions(list(SEED_INSTRUCTIONS[1:]), list(SEED_INSTRUCTIONS[:1]))
+    assert kept == list(SEED_INSTRUCTIONS[1:]) and rejected == []

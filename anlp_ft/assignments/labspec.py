@@ -12,6 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import nbformat
@@ -19,7 +20,7 @@ import nbformat
 from .markers import DEMO_TAG, HIDDEN_TESTS_TAG, build_lab
 from .sync import read_solution
 
-__all__ = ["GradingError", "HiddenCell", "LabSpec", "find_solution", "load_lab", "source_hash"]
+__all__ = ["GradingError", "HiddenCell", "LabSpec", "find_solution", "load_answers", "load_lab", "source_hash"]
 
 PART_LINE = re.compile(r"^[ \t]*#[ \t]*PART\b.*$", re.M)
 JUDGE_LINE = re.compile(r"^[ \t]*#[ \t]*JUDGE\b.*$", re.M)
@@ -113,6 +114,19 @@ def find_solution(lab: str | Path) -> Path:
         available = ", ".join(p.name for p in sorted((root / "solutions").glob("*.ipynb"))) or "none"
         raise GradingError(f"no solution for lab {int(number):02d} in {root / 'solutions'}; available: {available}")
     return found[0]
+
+
+def load_answers(lab: str | Path, **given: Any) -> SimpleNamespace:
+    """A lab's reference answers, which live only in its solution notebook: its exercise cells executed after
+    `given` (the names the lab's set-up cells provide), each `check(...)` call a no-op. What tests and benchmarks
+    use as the right answer, so that the package never holds one; outside the course repository (a student's
+    install) there is no solution to load and this raises GradingError."""
+    path = find_solution(lab)
+    namespace: dict[str, Any] = {"check": lambda *args, **kwargs: None, **given}
+    for cell in read_solution(path).cells:
+        if cell.cell_type == "code" and "exercise" in cell.metadata.get("anlp_ft", {}):
+            exec(compile(cell_source(cell), f"{path.name}:{cell.get('id')}", "exec"), namespace)
+    return SimpleNamespace(**namespace)
 
 
 def _hidden_exercises(cell: Any, cell_id: str, exercises: dict[str, float]) -> tuple[str, ...]:

@@ -9,8 +9,11 @@ import pytest
 from anlp_ft.assignments.checks import CheckFailed
 from anlp_ft.assignments.public import lab02
 from anlp_ft.data.flan import FAMILIES
-from anlp_ft.self_instruct import instruction_prompt, most_similar, rouge_filter
+from anlp_ft.self_instruct import rouge_l
 from anlp_ft.train import History
+from tests.conftest import solution_answers
+
+SOL = solution_answers("02", random=random, rouge_l=rouge_l)  # the reference answers, from the solution
 
 
 def _mixture(families, n_per_family, seed, single_template=False):
@@ -52,23 +55,27 @@ def test_lab02_ex3_reads_the_history():
         lab02.ex3(History(steps=[0, 1], loss=[2.0, 0.5]), 0.05)
 
 
+def test_lab02_expected_values_are_the_solutions():
+    assert SOL.self_instruct_prompt(list(lab02.EX4_POOL), 4, random.Random(3)) == lab02.EXPECTED["ex4"]
+    kept, rejected = SOL.novel_instructions(list(lab02.EX5_CANDIDATES), list(lab02.EX5_POOL))
+    assert (kept, rejected) == lab02.EXPECTED["ex5"], f"update lab02.EXPECTED['ex5'] to {(kept, rejected)!r}"
+
+
 def test_lab02_ex4_prompt():
-    assert "reference" in lab02.ex4(instruction_prompt)
+    prompt = SOL.self_instruct_prompt
+    assert "expected" in lab02.ex4(prompt)
     with pytest.raises(CheckFailed, match="Task 5"):
-        lab02.ex4(lambda pool, k, rng: instruction_prompt(pool, k, rng) + " ")
+        lab02.ex4(lambda pool, k, rng: prompt(pool, k, rng) + " ")
     with pytest.raises(CheckFailed):
-        lab02.ex4(lambda pool, k, rng: instruction_prompt(pool[:k] + pool[k:], k, random.Random(0)))
+        lab02.ex4(lambda pool, k, rng: prompt(pool[:k] + pool[k:], k, random.Random(0)))
 
 
 def test_lab02_ex5_filter():
-    def good(candidates, pool, threshold=0.7):
-        r = rouge_filter(candidates, pool, threshold)
-        return r.kept, r.rejected
-
     def no_growth(candidates, pool, threshold=0.7):
-        kept = [c for c in candidates if most_similar(c, pool)[0] < threshold]
-        return kept, [(c, *most_similar(c, pool)) for c in candidates if c not in kept]
+        nearest = {c: max(((rouge_l(c, p), p) for p in pool), key=lambda pair: pair[0]) for c in candidates}
+        kept = [c for c in candidates if nearest[c][0] < threshold]
+        return kept, [(c, *nearest[c]) for c in candidates if c not in kept]
 
-    assert "as the reference" in lab02.ex5(good)
+    assert "as expected" in lab02.ex5(SOL.novel_instructions)
     with pytest.raises(CheckFailed, match="joins the pool"):
         lab02.ex5(no_growth)

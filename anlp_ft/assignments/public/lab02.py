@@ -1,8 +1,9 @@
 """Public checks for lab 02, instruction tuning (labs/02_instruction_tuning.ipynb).
 
 Each function checks one exercise and raises CheckFailed with what to fix; a returned string is shown
-after the tick. They use the FLAN-style task families and the Self-Instruct reference functions, so they run
-in a second (ex3 reads the results of a training run instead).
+after the tick. They use the FLAN-style task families, and for Self-Instruct stored expected values (EXPECTED,
+computed once from the solution: the package holds no reference answer), so they run in a second (ex3 reads the
+results of a training run instead).
 """
 from __future__ import annotations
 
@@ -11,11 +12,28 @@ import string
 from collections import Counter
 
 from ...data.flan import FAMILIES
-from ...self_instruct import instruction_prompt, rouge_filter, rouge_l
+from ...self_instruct import rouge_l
 from ..checks import CheckFailed
 from ..checks import require as _require
 
-__all__ = ["ex1", "ex2", "ex3", "ex4", "ex5"]
+__all__ = ["EXPECTED", "ex1", "ex2", "ex3", "ex4", "ex5"]
+
+# What the solution returns on the cases of ex4 and ex5 below (tests/public/test_lab02.py recomputes them from it).
+EX4_POOL = [f"Instruction number {i} of the pool." for i in range(10)]
+EX5_POOL = ["Sort these numbers from smallest to largest.", "Write the given word in capital letters."]
+EX5_CANDIDATES = ["Sort the numbers from smallest to largest.",  # near-copy of the pool's first
+                  "Name an animal that lives in the sea.",  # new
+                  "Name an animal that lives in the sea!",  # a copy of the previous, now in the pool
+                  "Write a haiku about autumn leaves."]  # new
+EXPECTED: dict = {
+    "ex4": ("Come up with a series of tasks:\nTask 1: Instruction number 3 of the pool.\n"
+            "Task 2: Instruction number 8 of the pool.\nTask 3: Instruction number 2 of the pool.\n"
+            "Task 4: Instruction number 7 of the pool.\nTask 5:"),
+    "ex5": (["Name an animal that lives in the sea.", "Write a haiku about autumn leaves."],
+            [("Sort the numbers from smallest to largest.", 0.8571428571428571,
+              "Sort these numbers from smallest to largest."),
+             ("Name an animal that lives in the sea!", 1.0, "Name an animal that lives in the sea.")]),
+}
 
 
 def _fields(template: str) -> set[str]:
@@ -94,9 +112,8 @@ def ex3(history, held_out_gain: float, at_least: float = 0.15) -> str:
 
 # ex4: the Self-Instruct prompt --------------------------------------------------------------------------------
 def ex4(self_instruct_prompt) -> str:
-    pool = [f"Instruction number {i} of the pool." for i in range(10)]
-    got = self_instruct_prompt(pool, 4, random.Random(3))
-    want = instruction_prompt(pool, 4, random.Random(3))
+    got = self_instruct_prompt(list(EX4_POOL), 4, random.Random(3))
+    want = EXPECTED["ex4"]
     _require(isinstance(got, str), "self_instruct_prompt must return the prompt as one string")
     _require(got.startswith("Come up with a series of tasks:"), "the prompt must start with the header line "
                                                                "'Come up with a series of tasks:'")
@@ -107,32 +124,28 @@ def ex4(self_instruct_prompt) -> str:
              f"show exactly k = 4 tasks from the pool, one per line as 'Task i: ...'; got {len(shown)}")
     _require(got == want, f"expected\n{want}\ngot\n{got}\ndraw the tasks with rng.sample(pool, k), number them from 1, "
                           "join the lines with '\\n'")
-    return "same prompt as the reference"
+    return "the expected prompt"
 
 
 # ex5: the ROUGE-L filter --------------------------------------------------------------------------------------
 def ex5(novel_instructions) -> str:
-    pool = ["Sort these numbers from smallest to largest.", "Write the given word in capital letters."]
-    candidates = ["Sort the numbers from smallest to largest.",  # near-copy of pool[0]
-                  "Name an animal that lives in the sea.",  # new
-                  "Name an animal that lives in the sea!",  # a copy of the previous, now in the pool
-                  "Write a haiku about autumn leaves."]  # new
+    pool, candidates = list(EX5_POOL), list(EX5_CANDIDATES)
     got = novel_instructions(candidates, pool)
     _require(isinstance(got, tuple) and len(got) == 2, "novel_instructions must return (kept, rejected)")
     kept, rejected = got
-    want = rouge_filter(candidates, pool)
-    _require(pool == ["Sort these numbers from smallest to largest.", "Write the given word in capital letters."],
+    want_kept, want_rejected = EXPECTED["ex5"]
+    _require(pool == EX5_POOL,
              "do not modify the pool you are given: copy it (list(pool)) and grow the copy")
     _require(candidates[0] not in kept, f"{candidates[0]!r} has ROUGE-L {rouge_l(candidates[0], pool[0]):.2f} with "
                                         f"{pool[0]!r}: it must be rejected (>= 0.7)")
     _require(candidates[1] in kept, f"{candidates[1]!r} is new and must be kept")
     _require(candidates[2] not in kept, "a kept instruction joins the pool at once: a near-copy of it later in the "
                                         "same batch must be rejected")
-    _require(list(kept) == want.kept, f"kept {kept}, expected {want.kept}")
-    _require(len(rejected) == len(want.rejected) and all(len(r) == 3 for r in rejected),
+    _require(list(kept) == want_kept, f"kept {kept}, expected {want_kept}")
+    _require(len(rejected) == len(want_rejected) and all(len(r) == 3 for r in rejected),
              "rejected must hold one (candidate, score, nearest pool instruction) triple per rejected candidate")
-    for (c, s, n), (wc, ws, wn) in zip(rejected, want.rejected):
+    for (c, s, n), (wc, ws, wn) in zip(rejected, want_rejected):
         _require(c == wc and n == wn and abs(float(s) - ws) < 1e-6,
                  f"rejected {(c, s, n)}, expected {(wc, round(ws, 3), wn)}: the score is the highest ROUGE-L "
                  "F-measure against the pool, and the nearest is the pool instruction that reaches it")
-    return f"kept {len(kept)}, rejected {len(rejected)}, as the reference"
+    return f"kept {len(kept)}, rejected {len(rejected)}, as expected"
