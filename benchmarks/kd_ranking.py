@@ -1,0 +1,162 @@
+"""Lab 04's three students over seeds: hard labels vs token-level KD vs sequence-level KD at equal steps, batch and
+learning rate, on one held-out set. Which one learns most from the teacher, and is the order the same on every seed?
+
+    python benchmarks/kd_ranking.py --out benchmarks/results/kd_ranking.json   # the committed run
+    python benchmarks/kd_ranking.py --seeds 0 --n-test 32                      # one quick point
+
+For each seed, as lab 04's quick profile does: the teacher is the pre-trained model after TEACHER_STEPS LoRA steps on
+gold step-by-step solutions (merged); each student is the pre-trained student model (SmolLM2-135M-Instruct) with a
+fresh LoRA adapter, trained for the same steps, batch, learning rate and seed on the same questions. Only the
+training signal differs:
+
+* hard labels:       the gold solutions, ordinary cross-entropy (the one right token at each position);
+* token-level KD:    the same gold sequences, matching the teacher's whole next-token distribution at T (soft labels);
+* sequence-level KD: the teacher's own greedy answers to the same questions, ordinary cross-entropy.
+
+Held-out accuracy (lenient: the last number is the sum, what lab 04 reports; strict: the answer ends in "The answer
+is N.") and the held-out loss of the gold solutions (the hard-label objective) on one fixed set of problems for every
+seed. The KD loss, the distilling loss_fn and the sequence-level data are lab 04's exercises, taken from its solution.
+Prints one JSON line per run and the mean and spread over seeds of each arm and of each arm minus hard labels.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import statistics
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model
+
+from anlp_ft.assignments.labspec import load_answers
+from anlp_ft.data.arithmetic import arithmetic_problems, is_correct
+from anlp_ft.evaluate import generate, perplexity
+from anlp_ft.formatting import IGNORE_INDEX, encode_example, plain_prompt
+from anlp_ft.models import INSTRUCT_MODEL, TEACHER_MODEL, load_model, load_tokenizer
+from anlp_ft.runtime import pick_device, seed_everything
+from anlp_ft.train import TrainConfig, fit
+
+HELD_OUT_SEED = 10_000  # as benchmarks/augmented_teacher.py
+MAX_NEW_TOKENS = 40  # as lab 04: a step-by-step solution of a 2-digit sum is about 35 tokens
+LORA = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+ARMS = ("hard labels", "token-level KD", "sequence-level KD")
+
+
+def measure(model, tokenizer, test: list[dict]) -> dict:
+    outputs = generate(model, tokenizer, [plain_prompt(p["question"]) for p in test], max_new_tokens=MAX_NEW_TOKENS,
+                       batch_size=64)
+    gold = [encode_example(tokenizer, plain_prompt(p["question"]), " " + p["solution"]) for p in test]
+    return {"lenient": statistics.mean(is_correct(o, p["answer"]) for o, p in zip(outputs, test)),
+            "strict": statistics.mean(is_correct(o, p["answer"], strict=True) for o, p in zip(outputs, test)),
+            "held-out loss": math.log(perplexity(model, gold, pad_token_id=tokenizer.pad_token_id, batch_size=32))}
+
+
+def lora_fit(base, data: list[dict], steps: int, args, seed: int, pad_token_id: int, loss_fn=None):
+    seed_everything(seed)
+    model = get_peft_model(copy.deepcopy(base), LORA)
+    fit(model, data, TrainConfig(steps=steps, batch_size=args.batch, lr=args.lr, warmup_steps=2, seed=seed,
+                                 progress=False), loss_fn=loss_fn, pad_token_id=pad_token_id)
+    return model
+
+
+def one_seed(teacher_base, student_base, tokenizer, sol, test: list[dict], args, seed: int) -> list[dict]:
+    problems = arithmetic_problems(max(args.teacher_steps, args.steps) * args.batch, seed=seed,
+                                   exclude=[p["question"] for p in test])
+    gold = [encode_example(tokenizer, plain_prompt(p["question"]), " " + p["solution"]) for p in problems]
+    pad = tokenizer.pad_token_id
+    teacher = lora_fit(teacher_base, gold[:args.teacher_steps * args.batch], args.teacher_steps, args, seed, pad)
+    teacher = teacher.merge_and_unload().eval()
+    rows = [{"arm": "teacher", "seed": seed, **measure(teacher, tokenizer, test)}]
+    print(json.dumps(rows[-1]), flush=True)
+    questions = [p["question"] for p in problems[:args.steps * args.batch]]
+    seq_examples, seq_answers = sol.sequence_kd_data(teacher, questions)
+    right = sum(is_correct(a, p["answer"]) for a, p in zip(seq_answers, problems))
+    signals = {"hard labels": (gold[:len(questions)], None),
+               "token-level KD": (gold[:len(questions)], sol.make_token_kd_loss(teacher, args.temperature)),
+               "sequence-level KD": (seq_examples, None)}
+    for arm, (data, loss_fn) in signals.items():
+        student = lora_fit(student_base, data, args.steps, args, seed, pad, loss_fn=loss_fn)
+        rows.append({"arm": arm, "seed": seed, "examples": len(data), **measure(student, tokenizer, test)})
+        if arm == "sequence-level KD":
+            rows[-1]["teacher's right answers"] = right
+        print(json.dumps(rows[-1]), flush=True)
+        del student
+    return rows
+
+
+def mean_sd(values: list[float]) -> str:
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) if len(values) > 1 else 0:.3f}"
+
+
+def report(result: dict) -> str:
+    """The table of a run: each arm's mean and spread over seeds, each KD arm minus hard labels, the order per seed."""
+    rows, before, settings = result["rows"], result["pre-trained student"], result["settings"]
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [f"teacher: {settings['teacher_steps']} LoRA steps; students: {settings['steps']} LoRA steps x "
+             f"{settings['batch']}, lr {settings['lr']}, T = {settings['temperature']}; {settings['n_test']} held-out "
+             f"problems",
+             f"pre-trained student: lenient {before['lenient']:.3f}, strict {before['strict']:.3f}, held-out loss "
+             f"{before['held-out loss']:.3f}",
+             f"{'arm':>18}  {'lenient':>15}  {'strict':>15}  {'held-out loss':>15}   mean ± sd over {len(seeds)} seeds"]
+    for arm in ("teacher", *ARMS):
+        rs = [r for r in rows if r["arm"] == arm]
+        lines.append(f"{arm:>18}  " + "  ".join(f"{mean_sd([r[k] for r in rs]):>15}"
+                                                for k in ("lenient", "strict", "held-out loss")))
+    hard = [r for r in rows if r["arm"] == "hard labels"]
+    for arm in ARMS[1:]:
+        for key, scale, unit, digits in (("lenient", 100, "points", 1), ("held-out loss", 1, "nats", 3)):
+            gaps = [scale * (r[key] - h[key]) for r, h in zip([r for r in rows if r["arm"] == arm], hard)]
+            spread = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
+            lines.append(f"{arm} - hard labels, {key} ({unit}, paired by seed): {statistics.mean(gaps):+.{digits}f} ± "
+                         f"{spread:.{digits}f}   per seed " + " ".join(f"{g:+.{digits}f}" for g in gaps))
+    for seed in seeds:
+        accuracy = {a: next(r["lenient"] for r in rows if r["arm"] == a and r["seed"] == seed) for a in ARMS}
+        order = sorted(ARMS, key=lambda a: -accuracy[a])
+        text = order[0]
+        for previous, arm in zip(order, order[1:]):
+            text += (" = " if accuracy[arm] == accuracy[previous] else " > ") + arm
+        lines.append(f"seed {seed}, lenient accuracy: {text}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--teacher-steps", type=int, default=14)
+    parser.add_argument("--steps", type=int, default=10, help="optimizer steps of each student")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-3, help="for the teacher and every student")
+    parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--n-test", type=int, default=128)
+    parser.add_argument("--teacher-model", default=None,
+                        help="default: SmolLM2-360M-Instruct (offline: SmolLM2-135M-Instruct)")
+    parser.add_argument("--student-model", default=INSTRUCT_MODEL)
+    parser.add_argument("--out", help="write the settings and rows to this JSON file")
+    parser.add_argument("--report", help="print the table of a run written with --out, and stop")
+    args = parser.parse_args()
+    if args.report:
+        print(report(json.loads(Path(args.report).read_text())))
+        return
+    device = pick_device()
+    tokenizer = load_tokenizer(args.teacher_model or TEACHER_MODEL)
+    teacher_base = load_model(args.teacher_model or TEACHER_MODEL, device=device).eval()
+    student_base = load_model(args.student_model, device=device, verbose=False).eval()
+    sol = load_answers("04", torch=torch, IGNORE_INDEX=IGNORE_INDEX, generate=generate, encode_example=encode_example,
+                       plain_prompt=plain_prompt, tokenizer=tokenizer, MAX_NEW_TOKENS=MAX_NEW_TOKENS)
+    test = arithmetic_problems(args.n_test, seed=HELD_OUT_SEED)
+    before = measure(student_base, tokenizer, test)
+    print(json.dumps({"arm": "pre-trained student", **before}), flush=True)
+    rows = [row for seed in args.seeds for row in one_seed(teacher_base, student_base, tokenizer, sol, test, args,
+                                                           seed)]
+    result = {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "report")},
+              "pre-trained student": before, "rows": rows}
+    print("\n" + report(result))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

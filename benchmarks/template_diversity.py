@@ -1,0 +1,114 @@
+"""Lab 02's "one template or many?" over seeds: the same four task families, examples, steps and learning rate, with
+every example phrased by its family's templates in turn (many) or by template 0 only (single). Zero-shot accuracy on
+the held-out family, exact (the bare answer: format and content) and lenient (the answer anywhere: content alone).
+
+    python benchmarks/template_diversity.py --out benchmarks/results/template_diversity.json   # the committed run
+    python benchmarks/template_diversity.py --seeds 0 --n-test 32                               # one quick point
+
+Each seed draws its own training mixture (lab 02's ex2, `build_mixture`) and LoRA initialisation (ex3,
+`instruction_tune`), both taken from lab 02's solution; the held-out examples are the same for every seed, in two
+sets: the library's templates of the held-out family, and three templates no run trains on (the solution's ex1).
+Prints one JSON line per run and the mean and spread over seeds of each arm and of many minus single.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import random
+import statistics
+from pathlib import Path
+
+from peft import LoraConfig, get_peft_model
+
+from anlp_ft.assignments.labspec import load_answers
+from anlp_ft.data.flan import FAMILIES, TaskFamily, task_examples, verify
+from anlp_ft.evaluate import generate
+from anlp_ft.formatting import encode_example, plain_prompt
+from anlp_ft.models import load_model, load_tokenizer
+from anlp_ft.runtime import pick_device, seed_everything
+from anlp_ft.train import TrainConfig, fit
+
+HELD_OUT = "last_word"
+TRAIN_FAMILIES = ["addition", "counting", "uppercase", "reversal"]  # lab 02's main multi-task run
+HELD_OUT_SEED = 10_000
+MAX_NEW_TOKENS = 8  # as lab 02: answers are one word or a short number
+
+
+def scores(model, tokenizer, examples: list[dict]) -> dict:
+    outputs = generate(model, tokenizer, [plain_prompt(e["prompt"]) for e in examples], max_new_tokens=MAX_NEW_TOKENS,
+                       batch_size=64)
+    return {"exact": statistics.mean(verify(o, e["answer"]) for o, e in zip(outputs, examples)),
+            "lenient": statistics.mean(verify(o, e["answer"], strict=False) for o, e in zip(outputs, examples))}
+
+
+def mean_sd(values: list[float]) -> str:
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) if len(values) > 1 else 0:.3f}"
+
+
+def measure(model, tokenizer, sets: dict[str, list[dict]]) -> dict:
+    return {f"{name} {k}": v for name, examples in sets.items() for k, v in scores(model, tokenizer, examples).items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--n-test", type=int, default=128, help="held-out examples in each set")
+    parser.add_argument("--model", default=None, help="default: SmolLM2-135M (offline: SmolLM2-135M-Instruct)")
+    parser.add_argument("--out", help="write the settings and rows to this JSON file")
+    args = parser.parse_args()
+    tokenizer = load_tokenizer(args.model)
+    base = load_model(args.model, device=pick_device()).eval()
+    n = base.config.num_hidden_layers
+
+    def lora_config() -> LoraConfig:  # lab 02's
+        return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM",
+                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                          layers_to_transform=list(range(n // 2, n)))
+
+    given = {"random": random, "TaskFamily": TaskFamily, "tokenizer": tokenizer, "encode_example": encode_example,
+             "plain_prompt": plain_prompt, "get_peft_model": get_peft_model, "lora_config": lora_config,
+             "TrainConfig": TrainConfig, "fit": fit, "STEPS": args.steps, "BATCH": args.batch, "LR": args.lr}
+    own_templates = tuple(load_answers("02", **given, SEED=0).my_templates())
+    own = TaskFamily(HELD_OUT, own_templates, FAMILIES[HELD_OUT].sample)
+    rng = random.Random(HELD_OUT_SEED + 1)
+    sets = {"library templates": task_examples(HELD_OUT, args.n_test, seed=HELD_OUT_SEED),
+            "unseen templates": [own.example(rng, i % len(own_templates)) for i in range(args.n_test)]}
+    before = measure(base, tokenizer, sets)
+    print(json.dumps({"arm": "pre-trained", **before}), flush=True)
+    per_family = -(-args.steps * args.batch // len(TRAIN_FAMILIES))
+    rows = []
+    for seed in args.seeds:
+        sol = load_answers("02", **given, SEED=seed)  # ex3 reads SEED from the lab's set-up
+        for arm, single in (("many", False), ("single", True)):
+            mixture = sol.build_mixture([FAMILIES[f] for f in TRAIN_FAMILIES], per_family, seed, single)
+            seed_everything(seed)
+            model, history = sol.instruction_tune(copy.deepcopy(base), mixture)
+            rows.append({"arm": arm, "seed": seed, "examples": len(mixture), "final loss": history.final_loss,
+                         **measure(model, tokenizer, sets)})
+            print(json.dumps(rows[-1]), flush=True)
+            del model
+    keys = [f"{s} {k}" for s in sets for k in ("exact", "lenient")]
+    print(f"\n{'arm':>12}  " + "  ".join(f"{k:>28}" for k in keys) + f"   mean ± sd over {len(args.seeds)} seeds")
+    print(f"{'pre-trained':>12}  " + "  ".join(f"{before[k]:>28.3f}" for k in keys))
+    for arm in ("many", "single"):
+        rs = [r for r in rows if r["arm"] == arm]
+        print(f"{arm:>12}  " + "  ".join(f"{mean_sd([r[k] for r in rs]):>28}" for k in keys))
+    many, single = [r for r in rows if r["arm"] == "many"], [r for r in rows if r["arm"] == "single"]
+    for k in keys:
+        gaps = [100 * (m[k] - s[k]) for m, s in zip(many, single)]
+        spread = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
+        print(f"many - single, {k} (points, paired by seed): {statistics.mean(gaps):+.1f} ± {spread:.1f}"
+              "   per seed " + " ".join(f"{g:+.1f}" for g in gaps))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        settings = {k: v for k, v in vars(args).items() if k != "out"}
+        Path(args.out).write_text(json.dumps({"settings": settings, "unseen templates": list(own_templates),
+                                              "pre-trained": before, "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
