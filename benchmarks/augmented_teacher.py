@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
+from seeds import mean_sd_text, paired_text  # benchmarks/seeds.py: run as scripts, the folder is on the path
 
 from anlp_ft import distill
 from anlp_ft.assignments.labspec import load_answers
@@ -111,18 +112,13 @@ def main() -> None:
     print(f"{'arm':>10}  {'lenient':>15}  {'strict':>15}  examples (right)   mean ± sd over {len(args.seeds)} seeds")
     for arm in ("verified", "unfiltered", "greedy"):
         rs = [r for r in rows if r["arm"] == arm]
-        cells = []
-        for key in ("lenient", "strict"):
-            values = [r[key] for r in rs]
-            cells.append(f"{statistics.mean(values):.3f} ± {statistics.stdev(values) if len(values) > 1 else 0:.3f}")
+        cells = [mean_sd_text(r[key] for r in rs) for key in ("lenient", "strict")]
         print(f"{arm:>10}  {cells[0]:>15}  {cells[1]:>15}  " + " ".join(f"{r['examples']}({r['right examples']})"
                                                                         for r in rs))
     for key in ("lenient", "strict"):
         gaps = [100 * (v[key] - u[key]) for v, u in zip([r for r in rows if r["arm"] == "verified"],
                                                         [r for r in rows if r["arm"] == "unfiltered"])]
-        spread = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
-        print(f"verified - unfiltered, {key} (points, paired by seed): {statistics.mean(gaps):+.1f} ± {spread:.1f}"
-              f"   per seed " + " ".join(f"{g:+.1f}" for g in gaps))
+        print(f"verified - unfiltered, {key} (points, paired by seed): {paired_text(gaps)}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         settings = {k: v for k, v in vars(args).items() if k != "out"}

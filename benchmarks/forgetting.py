@@ -26,6 +26,7 @@ import statistics
 from pathlib import Path
 
 from peft import LoraConfig, get_peft_model
+from seeds import mean_sd_text  # benchmarks/seeds.py: run as scripts, the folder is on the path
 
 from anlp_ft.data.arithmetic import arithmetic_problems, is_correct
 from anlp_ft.data.flan import task_examples, verify
@@ -70,10 +71,6 @@ def tune(base, tokenizer, problems: list[dict], arm: dict, batch: int, seed: int
     return model.eval()
 
 
-def mean_sd(values: list[float]) -> str:
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) if len(values) > 1 else 0:.3f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
@@ -89,6 +86,7 @@ def main() -> None:
     for i, family in enumerate(FAMILIES):
         demos = task_examples(family, SHOTS, seed=HELD_OUT_SEED + 100 + i)
         for t in task_examples(family, args.n_test, seed=HELD_OUT_SEED + i):
+            # the same three solved examples for every prompt of a family, in an order drawn per prompt
             tasks.append({**t, "few-shot prompt": few_shot_prompt(rng.sample(demos, SHOTS), t["prompt"])})
     arithmetic = arithmetic_problems(64, seed=HELD_OUT_SEED)  # the task tuned on, held out
     before = measure(base, tokenizer, tasks, arithmetic)
@@ -108,7 +106,7 @@ def main() -> None:
     print(f"{'pre-trained':>16}  " + "  ".join(f"{before[k]:>17.3f}" for k in keys))
     for name in ARMS:
         rs = [r for r in rows if r["arm"] == name]
-        print(f"{name:>16}  " + "  ".join(f"{mean_sd([r[k] for r in rs]):>17}" for k in keys))
+        print(f"{name:>16}  " + "  ".join(f"{mean_sd_text(r[k] for r in rs):>17}" for k in keys))
     for name in ARMS:
         rs = [r for r in rows if r["arm"] == name]
         print(f"{name} minus pre-trained (points): " + ", ".join(

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
+from seeds import mean_sd_text, paired_text  # benchmarks/seeds.py: run as scripts, the folder is on the path
 
 from anlp_ft.assignments.labspec import load_answers
 from anlp_ft.data.arithmetic import arithmetic_problems, is_correct
@@ -86,10 +87,6 @@ def one_seed(teacher_base, student_base, tokenizer, sol, test: list[dict], args,
     return rows
 
 
-def mean_sd(values: list[float]) -> str:
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) if len(values) > 1 else 0:.3f}"
-
-
 def report(result: dict) -> str:
     """The table of a run: each arm's mean and spread over seeds, each KD arm minus hard labels, the order per seed."""
     rows, before, settings = result["rows"], result["pre-trained student"], result["settings"]
@@ -102,15 +99,13 @@ def report(result: dict) -> str:
              f"{'arm':>18}  {'lenient':>15}  {'strict':>15}  {'held-out loss':>15}   mean ± sd over {len(seeds)} seeds"]
     for arm in ("teacher", *ARMS):
         rs = [r for r in rows if r["arm"] == arm]
-        lines.append(f"{arm:>18}  " + "  ".join(f"{mean_sd([r[k] for r in rs]):>15}"
+        lines.append(f"{arm:>18}  " + "  ".join(f"{mean_sd_text(r[k] for r in rs):>15}"
                                                 for k in ("lenient", "strict", "held-out loss")))
     hard = [r for r in rows if r["arm"] == "hard labels"]
     for arm in ARMS[1:]:
         for key, scale, unit, digits in (("lenient", 100, "points", 1), ("held-out loss", 1, "nats", 3)):
             gaps = [scale * (r[key] - h[key]) for r, h in zip([r for r in rows if r["arm"] == arm], hard)]
-            spread = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
-            lines.append(f"{arm} - hard labels, {key} ({unit}, paired by seed): {statistics.mean(gaps):+.{digits}f} ± "
-                         f"{spread:.{digits}f}   per seed " + " ".join(f"{g:+.{digits}f}" for g in gaps))
+            lines.append(f"{arm} - hard labels, {key} ({unit}, paired by seed): {paired_text(gaps, digits)}")
     for seed in seeds:
         accuracy = {a: next(r["lenient"] for r in rows if r["arm"] == a and r["seed"] == seed) for a in ARMS}
         order = sorted(ARMS, key=lambda a: -accuracy[a])

@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 
 from peft import LoraConfig, get_peft_model
+from seeds import mean_sd  # benchmarks/seeds.py: run as scripts, the folder is on the path
 
 from anlp_ft.data.arithmetic import arithmetic_problems, is_correct
 from anlp_ft.evaluate import generate
@@ -61,10 +62,6 @@ def run(method: str, lr: float, seed: int, args, tokenizer, val: list[dict], tes
     return {"method": method, "lr": lr, "seed": seed, "val": sum(correct[:len(val)]) / len(val),
             "test": sum(correct[len(val):]) / len(test), "last_loss": round(history.loss[-1], 4),
             "seconds": round(time.perf_counter() - start, 1)}
-
-
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def best_lr(rows: list[dict], method: str) -> float:

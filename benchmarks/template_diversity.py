@@ -20,6 +20,7 @@ import statistics
 from pathlib import Path
 
 from peft import LoraConfig, get_peft_model
+from seeds import mean_sd_text, paired_text  # benchmarks/seeds.py: run as scripts, the folder is on the path
 
 from anlp_ft.assignments.labspec import load_answers
 from anlp_ft.data.flan import FAMILIES, TaskFamily, task_examples, verify
@@ -40,10 +41,6 @@ def scores(model, tokenizer, examples: list[dict]) -> dict:
                        batch_size=64)
     return {"exact": statistics.mean(verify(o, e["answer"]) for o, e in zip(outputs, examples)),
             "lenient": statistics.mean(verify(o, e["answer"], strict=False) for o, e in zip(outputs, examples))}
-
-
-def mean_sd(values: list[float]) -> str:
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) if len(values) > 1 else 0:.3f}"
 
 
 def measure(model, tokenizer, sets: dict[str, list[dict]]) -> dict:
@@ -96,13 +93,11 @@ def main() -> None:
     print(f"{'pre-trained':>12}  " + "  ".join(f"{before[k]:>28.3f}" for k in keys))
     for arm in ("many", "single"):
         rs = [r for r in rows if r["arm"] == arm]
-        print(f"{arm:>12}  " + "  ".join(f"{mean_sd([r[k] for r in rs]):>28}" for k in keys))
+        print(f"{arm:>12}  " + "  ".join(f"{mean_sd_text(r[k] for r in rs):>28}" for k in keys))
     many, single = [r for r in rows if r["arm"] == "many"], [r for r in rows if r["arm"] == "single"]
     for k in keys:
         gaps = [100 * (m[k] - s[k]) for m, s in zip(many, single)]
-        spread = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
-        print(f"many - single, {k} (points, paired by seed): {statistics.mean(gaps):+.1f} ± {spread:.1f}"
-              "   per seed " + " ".join(f"{g:+.1f}" for g in gaps))
+        print(f"many - single, {k} (points, paired by seed): {paired_text(gaps)}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         settings = {k: v for k, v in vars(args).items() if k != "out"}
