@@ -6,6 +6,7 @@ that generation sees: at inference the prompt's tokens are given and the respons
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import torch
@@ -16,22 +17,31 @@ from .data.chat import validate_messages
 IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
 PLAIN_TEMPLATE = "Question: {question}\nAnswer:"
 
-# The lecture's Llama 3 format. Every turn is a header, a blank line, the content and <|eot_id|>;
-# add_generation_prompt opens the assistant's header so the model writes the reply.
-LLAMA3_CHAT_TEMPLATE = (
-    "{{ '<|begin_of_text|>' }}"
-    "{% for message in messages %}"
-    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
-)
+# Which tokens the assistant wrote is the template's to say: transformers' return_assistant_tokens_mask labels the
+# text a template renders inside {% generation %} ... {% endgeneration %} (TRL's assistant_only_loss works the same
+# way). Both templates mark each reply and its <|im_end|>; the newline after <|im_end|> is layout, outside the mark.
 
 
-def render_llama3(messages: list[dict], add_generation_prompt: bool = False) -> str:
-    """The same format in plain Python: what LLAMA3_CHAT_TEMPLATE must render."""
-    text = "<|begin_of_text|>" + "".join(
-        f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content']}<|eot_id|>" for m in messages)
-    return text + ("<|start_header_id|>assistant<|end_header_id|>\n\n" if add_generation_prompt else "")
+def _chatml(default_system: str | None) -> str:
+    system = ("{% if loop.first and messages[0]['role'] != 'system' %}"
+              f"{{{{ '<|im_start|>system\n{default_system}<|im_end|>\n' }}}}{{% endif %}}") if default_system else ""
+    return ("{% for message in messages %}" + system +
+            "{% if message['role'] == 'assistant' %}"
+            "{{ '<|im_start|>assistant\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
+            "{{ '\n' }}"
+            "{% else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endif %}"
+            "{% endfor %}"
+            "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+CHATML_TEMPLATE = _chatml(None)  # ChatML as it is
+# SmolLM2's own template (ChatML with a default system prompt), marked: it renders exactly the text of the unmarked one.
+SMOLLM2_TEMPLATE = _chatml("You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+_PROBES = ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+           [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye"},
+            {"role": "assistant", "content": "Bye"}])
+GENERATION_MARK = re.compile(r"{%-?\s*generation\s*-?%}")
 
 
 def plain_prompt(question: str) -> str:
@@ -59,48 +69,58 @@ def encode_example(tokenizer: PreTrainedTokenizerBase, prompt: str, response: st
     return {"input_ids": ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + response_ids}
 
 
-def _chat_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict], generation_prompt: bool) -> list[int]:
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+def training_template(tokenizer: PreTrainedTokenizerBase) -> str:
+    """The tokenizer's chat template with the assistant's turns marked: its own when it has the marks, else the
+    course's marked template that renders the same text (checked on probe conversations, with and without the
+    generation prompt)."""
+    own = tokenizer.chat_template
+    if own and GENERATION_MARK.search(own):
+        return own
+
+    def render(template: str | None, messages: list[dict], generation: bool) -> str:
+        return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                             add_generation_prompt=generation)
+
+    for marked in (SMOLLM2_TEMPLATE, CHATML_TEMPLATE):
+        if own and all(render(own, m[:n], n < len(m)) == render(marked, m[:n], n < len(m))
+                       for m in _PROBES for n in (len(m) - 1, len(m))):
+            return marked
+    raise ValueError("the tokenizer's chat template does not mark the assistant's turns with {% generation %} ... "
+                     "{% endgeneration %} and renders differently from ChatML, so which tokens to train on is "
+                     "unknown: mark its assistant turns (content and end-of-turn token), or use a ChatML template")
 
 
 def chat_prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> list[int]:
     """Token ids of a conversation up to the point where the assistant speaks next."""
     validate_messages(messages)
-    return _chat_ids(tokenizer, messages, generation_prompt=True)
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def encode_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict], *, max_length: int | None = None,
-                assistant_only: bool = True) -> dict[str, list[int]]:
-    """A conversation as one token sequence (tokenizer.apply_chat_template); with assistant_only, labels
-    cover the assistant turns (their content and end-of-turn token) and nothing else.
-
-    Each assistant turn's span is found by rendering the conversation up to that turn with and without it.
-    """
+def encode_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict], *, chat_template: str | None = None,
+                max_length: int | None = None, assistant_only: bool = True) -> dict[str, list[int]]:
+    """A conversation as one token sequence, rendered by chat_template (default: the tokenizer's); with
+    assistant_only, labels cover what the template marks as the assistant's (transformers'
+    return_assistant_tokens_mask) and nothing else, so the template must mark it (training_template)."""
     validate_messages(messages)
     if not any(m["role"] == "assistant" for m in messages):
         raise ValueError("the conversation has no assistant turn: there is nothing to learn from it")
-    ids = _chat_ids(tokenizer, messages, generation_prompt=False)
+    template = chat_template or tokenizer.chat_template
+    if assistant_only and not (template and GENERATION_MARK.search(template)):
+        raise ValueError("the chat template does not mark the assistant's turns with {% generation %} ... "
+                         "{% endgeneration %}, so which tokens to train on is unknown: pass chat_template="
+                         "training_template(tokenizer) (SmolLM2's ChatML, marked), mark your template's "
+                         "assistant turns, or train on the whole sequence (assistant_only=False)")
+    out = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=True, return_dict=True,
+                                        return_assistant_tokens_mask=assistant_only)
+    ids = list(out["input_ids"])
     _check_length(len(ids), max_length, "the conversation")
     if not assistant_only:
         return {"input_ids": ids, "labels": list(ids)}
-    labels = [IGNORE_INDEX] * len(ids)
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
-            continue
-        start = _chat_ids(tokenizer, messages[:i], generation_prompt=True)
-        end = _chat_ids(tokenizer, messages[: i + 1], generation_prompt=False)
-        if ids[: len(end)] != end or end[: len(start)] != start:
-            raise ValueError("the chat template does not render a conversation prefix-by-prefix, so assistant "
-                             "turns cannot be located; use a template whose turns only append tokens")
-        # The newline after the end-of-turn token is layout, not something the model must produce.
-        stop = len(end)
-        def is_layout(i: int) -> bool:
-            return ids[i] != tokenizer.eos_token_id and not tokenizer.decode(ids[i]).strip()
-
-        while stop > len(start) and is_layout(stop - 1):
-            stop -= 1
-        labels[len(start): stop] = ids[len(start): stop]
+    labels = [t if m else IGNORE_INDEX for t, m in zip(ids, out["assistant_masks"])]
+    if all(label == IGNORE_INDEX for label in labels):
+        raise ValueError("the chat template's {% generation %} marks cover no token of this conversation: put "
+                         "them around each assistant message's content and end-of-turn token")
     return {"input_ids": ids, "labels": labels}
 
 

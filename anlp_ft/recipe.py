@@ -23,7 +23,7 @@ class RecipeError(ValueError):
 
 
 DATASET_TYPES = ("alpaca", "completion", "chat_template")
-CHAT_TEMPLATES = ("tokenizer_default", "chatml", "llama3", "jinja")
+CHAT_TEMPLATES = ("tokenizer_default", "chatml", "jinja")
 ADAPTERS = ("lora", "qlora")
 SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant", "constant_with_warmup": "constant"}
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused")  # fit() steps torch's AdamW (fused on a GPU)

@@ -18,15 +18,12 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .formatting import IGNORE_INDEX, encode_chat
+from .formatting import CHATML_TEMPLATE, IGNORE_INDEX, encode_chat, training_template
 from .recipe import Recipe, RecipeError, dump_recipe
 from .recipe_data import Row, encode_rows, load_rows, preview
 from .runtime import autocast_dtype, cuda_capability, mixed_precision, pick_device, seed_everything
 
 FINISHED = "history.json"  # written last: a folder holding it holds a finished run
-CHATML_TEMPLATE = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-                   "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
-                   "{% endif %}")
 _PROBE = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
           {"role": "assistant", "content": "Hello"}]
 
@@ -85,11 +82,11 @@ def check_4bit(device: torch.device | str | None = None) -> None:
 
 def set_chat_template(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, needed: bool) -> None:
     """Put the recipe's chat template on the tokenizer and check that it fits it: every special marker of the
-    template is one token of this vocabulary, and an assistant turn ends with the tokenizer's eos (else a tuned
-    model never stops). `needed`: the data has chats (a named template is checked regardless)."""
-    from .formatting import LLAMA3_CHAT_TEMPLATE
-
-    named = {"chatml": CHATML_TEMPLATE, "llama3": LLAMA3_CHAT_TEMPLATE, "jinja": recipe.chat_template_jinja}
+    template is one token of this vocabulary, the assistant's turns are marked for training on them alone (the
+    tokenizer's own template is swapped for the course's marked copy when both render the same text), and an
+    assistant turn ends with the tokenizer's eos (else a tuned model never stops). `needed`: the data has chats
+    (a named template is checked regardless)."""
+    named = {"chatml": CHATML_TEMPLATE, "jinja": recipe.chat_template_jinja}
     if recipe.chat_template in named:
         tokenizer.chat_template = named[recipe.chat_template]
     elif not needed:
@@ -104,6 +101,10 @@ def set_chat_template(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, needed
             raise RecipeError(f"chat_template: {name} does not match the tokenizer: its marker {marker!r} is {n} "
                               f"tokens here, not one special token (the template was made for another vocabulary); "
                               f"use chat_template: tokenizer_default, or a template built on this tokenizer's tokens")
+    try:  # also with train_on_inputs: the marks say where a turn ends, for the eos check below
+        tokenizer.chat_template = training_template(tokenizer)
+    except ValueError as e:
+        raise RecipeError(f"chat_template: {name}: {e}") from None
     try:
         probe = encode_chat(tokenizer, _PROBE)
     except Exception as e:

@@ -1,25 +1,24 @@
 """anlp_ft.formatting: prompt/response and chats to input_ids + labels (-100 on prompt and padding), the loss they
-give, the lecture's Llama 3 chat template, padding and packing."""
+give, the marked chat templates, padding and packing."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from anlp_ft.data.chat import make_chats
+from anlp_ft.data.chat import make_chats, recall_chats
 from anlp_ft.formatting import (
+    CHATML_TEMPLATE,
     IGNORE_INDEX,
-    LLAMA3_CHAT_TEMPLATE,
+    SMOLLM2_TEMPLATE,
     encode_chat,
     encode_example,
     pack_examples,
     pad_batch,
     plain_prompt,
-    render_llama3,
+    training_template,
 )
-
-LECTURE = ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|>"
-           "<|start_header_id|>user<|end_header_id|>\n\nU<|eot_id|>"
-           "<|start_header_id|>assistant<|end_header_id|>\n\nA<|eot_id|>")
-SUA = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}]
+from tests.conftest import solution_answers
 
 
 def test_prompt_is_masked_and_response_kept(tokenizer):
@@ -65,39 +64,60 @@ def test_model_loss_equals_cross_entropy_over_response_tokens(tiny_model, tokeni
 def test_assistant_only_labels_on_a_multi_turn_chat(tokenizer):
     messages = next(c for c in make_chats(20, seed=0, multi_turn=1.0))["messages"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant"]
-    ex = encode_chat(tokenizer, messages)
+    ex = encode_chat(tokenizer, messages, chat_template=training_template(tokenizer))
     labelled = [i for i, label in zip(ex["input_ids"], ex["labels"]) if label != IGNORE_INDEX]
     end = tokenizer.eos_token  # ChatML's <|im_end|>
     assert tokenizer.decode(labelled) == messages[2]["content"] + end + messages[4]["content"] + end
     full = encode_chat(tokenizer, messages, assistant_only=False)
-    assert full["labels"] == full["input_ids"]
-    assert tokenizer.decode(ex["input_ids"]).startswith("<|im_start|>system\n" + messages[0]["content"])
+    assert full["labels"] == full["input_ids"] == ex["input_ids"]
+    text = tokenizer.apply_chat_template(messages, tokenize=False)  # the tokenizer's own template, unmarked
+    assert ex["input_ids"] == tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def test_assistant_labels_do_not_depend_on_the_tokenizers_eos(tokenizer):
-    """The base SmolLM2-135M's tokenizer (Colab's default model) has eos <|endoftext|>, not ChatML's <|im_end|>:
-    each turn's labels still end at <|im_end|>, because only the layout after it (a newline) is trimmed."""
-    import copy
+def test_the_marked_templates_render_what_the_tokenizer_does(tokenizer):
+    """SmolLM2's template is found to render like its marked copy, default system prompt included; an unmarked
+    template is refused for assistant-only labels, with the fix named."""
+    assert training_template(tokenizer) == SMOLLM2_TEMPLATE
+    chats = [c["messages"] for c in make_chats(30, seed=1, multi_turn=0.5)]
+    for messages in chats + [m[1:] for m in chats]:  # with and without a system message
+        for n, generation in ((len(messages), False), (len(messages) - 1, True)):
+            kwargs = dict(tokenize=False, add_generation_prompt=generation)
+            assert (tokenizer.apply_chat_template(messages[:n], chat_template=SMOLLM2_TEMPLATE, **kwargs)
+                    == tokenizer.apply_chat_template(messages[:n], **kwargs))
+    plain = copy.deepcopy(tokenizer)
+    plain.chat_template = CHATML_TEMPLATE.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    assert training_template(plain) == CHATML_TEMPLATE
+    with pytest.raises(ValueError, match=r"does not mark the assistant's turns .*training_template"):
+        encode_chat(tokenizer, chats[0])
+    other = copy.deepcopy(tokenizer)
+    other.chat_template = "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endfor %}"
+    with pytest.raises(ValueError, match="renders differently from ChatML"):
+        training_template(other)
 
+
+def test_lab03s_prefix_rendering_agrees_with_transformers_assistant_mask(tokenizer):
+    """The lab's way (exercise 2: render the chat up to and through each assistant turn) and the library's
+    (return_assistant_tokens_mask on the marked template) label the same tokens, on 1- to 3-turn chats, chats
+    without a system message, and with a tokenizer whose eos is the base SmolLM2's <|endoftext|>."""
+    build_chat_example = solution_answers("03", IGNORE_INDEX=IGNORE_INDEX).build_chat_example
     base_like = copy.deepcopy(tokenizer)
     base_like.eos_token = "<|endoftext|>"
     assert base_like.eos_token_id != tokenizer.eos_token_id
-    messages = next(c for c in make_chats(20, seed=0, multi_turn=1.0))["messages"]
-    assert encode_chat(base_like, messages) == encode_chat(tokenizer, messages)
-
-
-def test_llama3_template_renders_the_lecture_format(tokenizer):
-    assert render_llama3(SUA) == LECTURE
-    assert tokenizer.apply_chat_template(SUA, chat_template=LLAMA3_CHAT_TEMPLATE, tokenize=False) == LECTURE
-    prompt = tokenizer.apply_chat_template(SUA[:2], chat_template=LLAMA3_CHAT_TEMPLATE, tokenize=False,
-                                           add_generation_prompt=True)
-    assert prompt == render_llama3(SUA[:2], add_generation_prompt=True)
-    assert prompt.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    chats = [c["messages"] for c in make_chats(40, seed=2, multi_turn=0.5) + recall_chats(10, seed=3)]
+    chats += [m[1:] for m in chats[:10]]
+    assert {sum(m["role"] == "assistant" for m in c) for c in chats} >= {1, 2}
+    for tok in (tokenizer, base_like):
+        template = training_template(tok)
+        for messages in chats:
+            assert build_chat_example(tok, messages) == encode_chat(tok, messages, chat_template=template)
+            assert (build_chat_example(tok, messages, assistant_only=False)
+                    == encode_chat(tok, messages, assistant_only=False))
 
 
 def test_bad_chats_and_long_examples_are_named(tokenizer):
     with pytest.raises(ValueError, match="unknown role 'narrator'"):
-        encode_chat(tokenizer, [{"role": "narrator", "content": "Once"}, {"role": "assistant", "content": "upon"}])
+        encode_chat(tokenizer, [{"role": "narrator", "content": "Once"}, {"role": "assistant", "content": "upon"}],
+                    chat_template=SMOLLM2_TEMPLATE)
     with pytest.raises(ValueError, match="no assistant turn"):
         encode_chat(tokenizer, [{"role": "user", "content": "hi"}])
     with pytest.raises(ValueError, match="longer than max_length=4"):

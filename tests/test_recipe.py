@@ -1,5 +1,6 @@
 """`anlp-ft train recipe.yaml`: Axolotl's keys validated before anything loads, each bad input a clear error that
 writes nothing, the preview's marks, and recipes on alpaca and messages files training end to end (tiny model)."""
+import copy
 import json
 import sys
 
@@ -12,7 +13,7 @@ from anlp_ft.cli import main
 from anlp_ft.formatting import IGNORE_INDEX
 from anlp_ft.recipe import RecipeError, load_recipe, parse_recipe
 from anlp_ft.recipe_data import course_data, encode_rows, load_rows, marked_tokens, preview, write_jsonl
-from anlp_ft.recipe_run import check_4bit, check_precision, prepare
+from anlp_ft.recipe_run import check_4bit, check_precision, prepare, set_chat_template
 from tests.conftest import tiny_config
 
 
@@ -136,8 +137,16 @@ def test_a_recipe_that_is_not_valid_yaml_names_the_line(tmp_path):
 
 
 def test_a_chat_template_that_does_not_match_the_tokenizer(tmp_path, tiny_dir, data):
-    message = error_of(recipe_file(tmp_path, tiny_dir, data, "chat", chat_template="llama3"))
-    assert "llama3 does not match the tokenizer: its marker '<|begin_of_text|>' is 9 tokens" in message
+    llama3 = ("{{ '<|begin_of_text|>' }}{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + "
+              "'<|end_header_id|>\\n\\n' + m['content'] + '<|eot_id|>' }}{% endfor %}")
+    message = error_of(recipe_file(tmp_path, tiny_dir, data, "chat", chat_template="jinja", chat_template_jinja=llama3))
+    assert "jinja does not match the tokenizer: its marker '<|begin_of_text|>' is 9 tokens" in message
+    # A template in this vocabulary that does not say which turns are the assistant's.
+    unmarked = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + ': ' + m['content'] + '<|im_end|>' }}"
+                "{% endfor %}")
+    message = error_of(recipe_file(tmp_path, tiny_dir, data, "chat", chat_template="jinja",
+                                   chat_template_jinja=unmarked))
+    assert "does not mark the assistant's turns with {% generation %}" in message
     # Turns that end with a token other than eos: a tuned model would never stop.
     message = error_of(recipe_file(tmp_path, tiny_dir, data, "chat", special_tokens={"eos_token": "<|im_start|>"}))
     assert "ends an assistant turn with '<|im_end|>', but the tokenizer's eos is '<|im_start|>'" in message
@@ -186,6 +195,8 @@ def test_preview_marks_exactly_the_tokens_whose_label_is_not_ignored(tmp_path, t
     for task in ("arithmetic", "chat"):
         recipe = load_recipe(recipe_file(tmp_path, tiny_dir, data, task))
         train, val = load_rows(recipe)
+        tokenizer = copy.deepcopy(tokenizer)
+        set_chat_template(recipe, tokenizer, needed=task == "chat")  # the run's order: the template, then the rows
         encode_rows(tokenizer, train, recipe)
         shown = preview(tokenizer, train, 2).splitlines()
         for row in train[:2]:

@@ -44,7 +44,8 @@ RULES = {kind: tuple(words.split()) for kind, words in {
     "reference": """anlp_ft.memory_measure.measure_saved_activation_bytes anlp_ft.memory_measure.measure_training_step
         anlp_ft.memory.memory_breakdown anlp_ft.memory.zero_partition anlp_ft.memory.fits anlp_ft.memory.fit_table
         anlp_ft.memory.calculate anlp_ft.memory.activation_bytes anlp_ft.formatting.encode_chat
-        anlp_ft.formatting.render_llama3 anlp_ft.formatting.LLAMA3_CHAT_TEMPLATE"""}.items()}
+        anlp_ft.formatting.training_template anlp_ft.formatting.SMOLLM2_TEMPLATE
+        anlp_ft.formatting.CHATML_TEMPLATE"""}.items()}
 TAINT = (*RULES["package-path"], "os.environ", "os.getenv", "os.path.expanduser", "os.path.expandvars")
 SETTINGS = ("os.environ", "torch.backends", "torch._dynamo.config", "matplotlib.rcParams", "matplotlib.pyplot.rcParams",
             "pandas.options")  # module state that lab code sets legitimately

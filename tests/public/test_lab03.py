@@ -1,32 +1,46 @@
 """anlp_ft.assignments.public.lab03 (chat tuning): each public check passes a right answer and fails a wrong one
-with a message that says what to fix (fast: tokenizer only, one tiny model)."""
+with a message that says what to fix (fast: tokenizer only, one tiny model). The right answers come from the
+solution notebook."""
 import pytest
 
 from anlp_ft.assignments.checks import CheckFailed
 from anlp_ft.assignments.public import lab03
 from anlp_ft.data.chat import follows_format, follows_rule
 from anlp_ft.evaluate import generate
-from anlp_ft.formatting import IGNORE_INDEX, LLAMA3_CHAT_TEMPLATE, encode_chat
+from anlp_ft.formatting import IGNORE_INDEX
+from tests.conftest import solution_answers
+
+SOL = solution_answers("03", IGNORE_INDEX=IGNORE_INDEX)
+LLAMA3 = SOL.llama3_template()
+encode_chat = SOL.build_chat_example
 
 
-def _reference_builder(tokenizer, messages, assistant_only=True):
-    return encode_chat(tokenizer, messages, assistant_only=assistant_only)
+def test_lab03_expected_renderings_are_the_solutions(tokenizer):
+    for name, messages in lab03.CASES.items():
+        got = (tokenizer.apply_chat_template(messages, chat_template=LLAMA3, tokenize=False),
+               tokenizer.apply_chat_template(messages[:-1], chat_template=LLAMA3, tokenize=False,
+                                             add_generation_prompt=True))
+        assert got == lab03.EXPECTED[name], f"EXPECTED[{name!r}] should be {got!r}"
 
 
-def test_lab03_ex1_accepts_the_library_template_and_explains_mistakes(tokenizer):
-    lab03.ex1(lambda: LLAMA3_CHAT_TEMPLATE, tokenizer)
-    no_bos = LLAMA3_CHAT_TEMPLATE.replace("{{ '<|begin_of_text|>' }}", "")
+def test_lab03_ex1_accepts_the_solution_and_explains_mistakes(tokenizer):
+    lab03.ex1(SOL.llama3_template, tokenizer)
+    no_bos = LLAMA3.replace("{{ '<|begin_of_text|>' }}", "")
     with pytest.raises(CheckFailed, match="begin_of_text"):
         lab03.ex1(lambda: no_bos, tokenizer)
-    no_gen = LLAMA3_CHAT_TEMPLATE.split("{% if")[0]
+    no_gen = LLAMA3.split("{% if")[0]
     with pytest.raises(CheckFailed, match="add_generation_prompt"):
         lab03.ex1(lambda: no_gen, tokenizer)
     with pytest.raises(CheckFailed, match="whitespace"):
-        lab03.ex1(lambda: "\n" + LLAMA3_CHAT_TEMPLATE, tokenizer)
+        lab03.ex1(lambda: "\n" + LLAMA3, tokenizer)
+    bos_per_message = LLAMA3.replace("{{ '<|begin_of_text|>' }}{% for message in messages %}",
+                                     "{% for message in messages %}{{ '<|begin_of_text|>' }}")
+    with pytest.raises(CheckFailed, match="once"):
+        lab03.ex1(lambda: bos_per_message, tokenizer)
 
 
-def test_lab03_ex2_accepts_encode_chat_and_names_common_label_mistakes(tokenizer):
-    lab03.ex2(_reference_builder, tokenizer)
+def test_lab03_ex2_accepts_the_solution_and_names_common_label_mistakes(tokenizer):
+    assert "transformers' assistant mask" in lab03.ex2(encode_chat, tokenizer)
 
     def with_newline(tok, messages, assistant_only=True):
         out = encode_chat(tok, messages, assistant_only=assistant_only)
@@ -51,6 +65,15 @@ def test_lab03_ex2_accepts_encode_chat_and_names_common_label_mistakes(tokenizer
 
     with pytest.raises(CheckFailed, match="every assistant turn"):
         lab03.ex2(last_turn_only, tokenizer)
+
+    def no_end_of_turn(tok, messages, assistant_only=True):
+        out = encode_chat(tok, messages, assistant_only=assistant_only)
+        return {"input_ids": out["input_ids"],
+                "labels": [IGNORE_INDEX if t == tok.eos_token_id else label
+                           for t, label in zip(out["input_ids"], out["labels"])]}
+
+    with pytest.raises(CheckFailed, match="end-of-turn token <\\|im_end\\|> must be labelled"):
+        lab03.ex2(no_end_of_turn, tokenizer)
 
     def no_whole(tok, messages, assistant_only=True):
         return encode_chat(tok, messages)

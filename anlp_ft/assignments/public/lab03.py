@@ -1,23 +1,47 @@
 """Public checks for lab 03, chat tuning (labs/03_chat_tuning.ipynb).
 
 Each function checks one exercise and raises CheckFailed with what to fix; a returned string is shown after
-the tick. ex1 and ex2 need only the tokenizer; ex3 runs a few greedy generations.
+the tick. ex1 and ex2 need only the tokenizer; ex3 runs a few greedy generations. ex1 compares with stored
+renderings (EXPECTED, recomputed from the solution by the course's tests); ex2 with the labels transformers gives
+from the assistant's turns marked in the template (return_assistant_tokens_mask), a different way to find them.
 """
 from __future__ import annotations
 
 from ...data.chat import follows_format, follows_rule, make_chats, recall_chats
 from ...evaluate import generate
-from ...formatting import IGNORE_INDEX, encode_chat, render_llama3
+from ...formatting import IGNORE_INDEX, encode_chat, training_template
 from ..checks import CheckFailed
 from ..checks import require as _require
 
-__all__ = ["ex1", "ex2", "ex3", "ex4"]
+__all__ = ["EXPECTED", "ex1", "ex2", "ex3", "ex4"]
 
 EXAMPLE = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "What is the capital of France?"},
     {"role": "assistant", "content": "The capital of France is Paris."},
 ]
+TWO_TURNS = recall_chats(1, seed=0)[0]["messages"]  # system, user, assistant, user, assistant
+# ex1: each case's rendering, whole and as a prompt (all but the last message, with the generation prompt).
+EXPECTED: dict = {
+    "lecture": (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a helpful assistant.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nWhat is the capital of France?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\nThe capital of France is Paris.<|eot_id|>",
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a helpful assistant.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nWhat is the capital of France?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"),
+    "two turns": (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBegin every reply with 'Sure!' and then give "
+        "the answer.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nRemember this: my number is 876.<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\nSure! Noted.<|eot_id|><|start_header_id|>user"
+        "<|end_header_id|>\n\nWhat is my number?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+        "Sure! The answer is 876.<|eot_id|>",
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBegin every reply with 'Sure!' and then give "
+        "the answer.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nRemember this: my number is 876.<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\nSure! Noted.<|eot_id|><|start_header_id|>user"
+        "<|end_header_id|>\n\nWhat is my number?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"),
+}
+CASES = {"lecture": EXAMPLE, "two turns": TWO_TURNS}
 
 
 # ex1: a Jinja chat template for the Llama 3 format ------------------------------------------------------------
@@ -29,31 +53,31 @@ def _render(tokenizer, template: str, messages: list[dict], generation: bool) ->
         raise CheckFailed(f"apply_chat_template could not render your template: {error}") from None
 
 
-def ex1(llama3_template, tokenizer, messages: list[dict] | None = None) -> str:
+def ex1(llama3_template, tokenizer) -> str:
     template = llama3_template() if callable(llama3_template) else llama3_template
     _require(isinstance(template, str) and template.strip(),
              "the template must be a string of Jinja code (it loops over `messages`)")
-    messages = messages or EXAMPLE
-    got, want = _render(tokenizer, template, messages, False), render_llama3(messages)
-    if got != want:
-        if got.strip() == want.strip():
-            raise CheckFailed("only whitespace at the start or end differs: use {{- ... }} or keep the template "
-                              "on one line, with no newlines outside the quoted strings")
-        if "<|begin_of_text|>" not in got:
-            raise CheckFailed("the text must start with <|begin_of_text|>, once, before the first message")
-        if got.count("<|begin_of_text|>") > 1:
-            raise CheckFailed("<|begin_of_text|> must appear once, before the loop, not once per message")
-        if "<|end_header_id|>\n\n" not in got:
-            raise CheckFailed("after each <|end_header_id|> comes a blank line: '\\n\\n', then the content")
-        raise CheckFailed(f"the rendering differs from the expected string.\n  expected: {want!r}\n  got:      {got!r}")
-    prompt = _render(tokenizer, template, messages[:-1], True)
-    _require(prompt == render_llama3(messages[:-1], add_generation_prompt=True),
-             "with add_generation_prompt=True the text must end with the assistant's header "
-             "'<|start_header_id|>assistant<|end_header_id|>\\n\\n' (and nothing after it); without it, no header: "
-             "use {% if add_generation_prompt %}")
-    _require(_render(tokenizer, template, messages, False) == want and not want.endswith("\n\n"),
-             "without add_generation_prompt the text must end with the last message's <|eot_id|>")
-    return f"{len(messages)} messages render exactly ({len(want)} characters), generation prompt included"
+    for name, messages in CASES.items():
+        want, want_prompt = EXPECTED[name]
+        got = _render(tokenizer, template, messages, False)
+        if got != want:
+            if got.strip() == want.strip():
+                raise CheckFailed("only whitespace at the start or end differs: use {{- ... }} or keep the template "
+                                  "on one line, with no newlines outside the quoted strings")
+            if "<|begin_of_text|>" not in got:
+                raise CheckFailed("the text must start with <|begin_of_text|>, once, before the first message")
+            if got.count("<|begin_of_text|>") > 1:
+                raise CheckFailed("<|begin_of_text|> must appear once, before the loop, not once per message")
+            if "<|end_header_id|>\n\n" not in got:
+                raise CheckFailed("after each <|end_header_id|> comes a blank line: '\\n\\n', then the content")
+            raise CheckFailed(f"the {name} example renders differently from the expected string.\n"
+                              f"  expected: {want!r}\n  got:      {got!r}")
+        _require(_render(tokenizer, template, messages[:-1], True) == want_prompt,
+                 "with add_generation_prompt=True the text must end with the assistant's header "
+                 "'<|start_header_id|>assistant<|end_header_id|>\\n\\n' (and nothing after it); without it, no "
+                 "header: use {% if add_generation_prompt %}")
+    return (f"{len(CASES)} conversations ({', '.join(CASES)}) render exactly, with and without the generation "
+            "prompt")
 
 
 # ex2: assistant-only labels ------------------------------------------------------------------------------------
@@ -80,12 +104,17 @@ def _diagnose(tokenizer, ids: list[int], got: list[int], want: list[int]) -> str
 
 
 def ex2(build_chat_example, tokenizer, chats: list[list[dict]] | None = None) -> str:
-    chats = chats or [make_chats(1, seed=0)[0]["messages"], recall_chats(1, seed=0)[0]["messages"]]
+    chats = chats or [make_chats(1, seed=0)[0]["messages"], TWO_TURNS]
+    try:
+        template = training_template(tokenizer)
+    except ValueError as error:
+        raise CheckFailed(f"this check compares with transformers' labels, which it cannot find here: {error}") \
+            from None
     for messages in chats:
         got = build_chat_example(tokenizer, messages)
         _require(isinstance(got, dict) and {"input_ids", "labels"} <= set(got),
                  "build_chat_example must return a dict with the keys 'input_ids' and 'labels'")
-        want = encode_chat(tokenizer, messages)
+        want = encode_chat(tokenizer, messages, chat_template=template)
         ids, labels = list(got["input_ids"]), list(got["labels"])
         _require(ids == want["input_ids"],
                  "input_ids must be the tokens of tokenizer.apply_chat_template(messages, tokenize=False), tokenized "
@@ -99,7 +128,8 @@ def ex2(build_chat_example, tokenizer, chats: list[list[dict]] | None = None) ->
         _require(list(whole["input_ids"]) == ids and list(whole["labels"]) == ids,
                  "with assistant_only=False the labels must copy input_ids: the loss on the whole sequence")
     n = sum(x != IGNORE_INDEX for x in want["labels"])
-    return f"labels match encode_chat on single- and multi-turn chats ({n} of {len(want['labels'])} tokens labelled)"
+    return (f"labels match transformers' assistant mask on single- and multi-turn chats ({n} of {len(want['labels'])} "
+            "tokens labelled)")
 
 
 # ex3: adherence and accuracy from greedy replies -------------------------------------------------------------
