@@ -1,24 +1,26 @@
 """How far QLoRA trails LoRA as training gets longer: lab 06's comparison (2-digit sums, short answers, peft rank
-8 on all seven projections, lr 2e-3, batch 8) repeated for several training lengths and seeds, on one held-out set.
+8 on all seven projections, LoRA's tuned lr 1e-3, batch 8) repeated for several training lengths and seeds, on one
+held-out set.
 
-    python benchmarks/qlora_gap.py                              # 24, 48 and 96 steps x seeds 0 1 2, 512 held out
+    python benchmarks/qlora_gap.py --out benchmarks/results/qlora_gap.json   # 24, 48, 96 steps x seeds 0 1 2
     python benchmarks/qlora_gap.py --steps 24 48 --seeds 0 --n-test 256
 
 The lecture's claim is that QLoRA's adapters recover what 4-bit weights lose (QLoRA within a few points of
 16-bit LoRA). Lab 06's quick profile trains 24 steps, too few for that on a 135M model whose offline copy was
 stored in 4 bits (Q4_1) before NF4 quantises it again; this script measures how the gap closes with training.
-Prints one JSON line per run and a table of the mean gap per training length; with --out, writes the rows.
+Prints one JSON line per run and a table of the gap per training length (mean ± sd over seeds); with --out, writes
+the rows, and --report FILE prints their table again.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 import warnings
 from pathlib import Path
 
 from peft import LoraConfig, get_peft_model
+from seeds import mean_sd_text, paired_text  # benchmarks/seeds.py: run as scripts, the folder is on the path
 
 from anlp_ft.data.arithmetic import is_correct, train_test_problems
 from anlp_ft.evaluate import accuracy
@@ -50,6 +52,21 @@ def run(method: str, steps: int, seed: int, args, tokenizer) -> dict:
             "last_loss": history.loss[-1], "seconds": round(time.perf_counter() - start, 1)}
 
 
+def report(result: dict) -> str:
+    """Each method's held-out accuracy (mean ± sd over seeds) per training length, and QLoRA minus LoRA by seed."""
+    rows, settings = result["rows"], result["settings"]
+    lines = [f"batch {settings['batch']}, rank {settings['rank']}, lr {settings['lr']}, {settings['n_test']} held-out "
+             "problems; held-out accuracy, mean ± sd over seeds",
+             f"{'steps':>5}  {'LoRA':>13}  {'QLoRA':>13}  QLoRA - LoRA (points, paired by seed)"]
+    for steps in sorted({r["steps"] for r in rows}):
+        acc = {m: {r["seed"]: r["accuracy"] for r in rows if r["steps"] == steps and r["method"] == m}
+               for m in ("LoRA", "QLoRA")}
+        gaps = [100 * (acc["QLoRA"][s] - acc["LoRA"][s]) for s in sorted(acc["LoRA"])]
+        lines.append(f"{steps:>5}  {mean_sd_text(acc['LoRA'].values()):>13}  "
+                     f"{mean_sd_text(acc['QLoRA'].values()):>13}  " + paired_text(gaps))
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", nargs="*", type=int, default=[24, 48, 96])
@@ -57,10 +74,14 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=512)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rank", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=1e-3, help="lab 06's LoRA rate (benchmarks/lora_vs_full.py)")
     parser.add_argument("--model", default=None, help="default: SmolLM2-135M (offline: SmolLM2-135M-Instruct)")
     parser.add_argument("--out", help="write the rows to this JSON file")
+    parser.add_argument("--report", help="print the table of a run written with --out, and stop")
     args = parser.parse_args()
+    if args.report:
+        print(report(json.loads(Path(args.report).read_text())))
+        return
     tokenizer = load_tokenizer(args.model)
     rows = []
     for steps in args.steps:
@@ -68,15 +89,10 @@ def main() -> None:
             for method in ("LoRA", "QLoRA"):
                 rows.append(run(method, steps, seed, args, tokenizer))
                 print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{'steps':>5}  {'LoRA':>7}  {'QLoRA':>7}  {'gap (points)':>12}  per seed")
-    for steps in args.steps:
-        acc = {m: {r["seed"]: r["accuracy"] for r in rows if r["steps"] == steps and r["method"] == m}
-               for m in ("LoRA", "QLoRA")}
-        gaps = [100 * (acc["QLoRA"][s] - acc["LoRA"][s]) for s in args.seeds]
-        print(f"{steps:>5}  {statistics.mean(acc['LoRA'].values()):7.3f}  {statistics.mean(acc['QLoRA'].values()):7.3f}"
-              f"  {statistics.mean(gaps):+12.1f}  " + " ".join(f"{g:+.1f}" for g in gaps))
+    result = {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "report")}, "rows": rows}
+    print("\n" + report(result))
     if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
