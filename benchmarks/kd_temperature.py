@@ -1,0 +1,126 @@
+"""Token-level KD's temperature and its T² factor over seeds: lab 04's token-level KD student at T = 1, 2 and 4, each
+with the T² factor (as lecture 03 writes the loss) and without it, at equal steps, batch, learning rate and data.
+
+    python benchmarks/kd_temperature.py --out benchmarks/results/kd_temperature.json   # the committed run
+    python benchmarks/kd_temperature.py --seeds 0 --n-test 32                          # one quick point
+
+The lecture: soften both distributions with T (about 1-2) and multiply the KL by T², so that the gradients keep their
+size as T grows (Hinton et al.: the soft targets' gradients scale as 1/T²). The teacher, the students, the held-out set
+and the measures are benchmarks/kd_ranking.py's (same seeds: its token-level KD arm is this script's T = 2 with T²);
+only the temperature and the factor differ. With T = 1 the factor is 1, so that arm is run once. fit() optimises with
+AdamW and clips the gradient norm at 1.0: AdamW's update barely depends on a constant factor in the loss, so the
+factor can only act through the clipping and AdamW's epsilon; this script measures whether it does.
+Prints one JSON line per run and each arm's mean and spread over seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from kd_ranking import HELD_OUT_SEED, MAX_NEW_TOKENS, lora_fit, measure  # benchmarks/: run as scripts
+from seeds import mean_sd_text, paired_text
+
+from anlp_ft.assignments.labspec import load_answers
+from anlp_ft.data.arithmetic import arithmetic_problems
+from anlp_ft.evaluate import generate
+from anlp_ft.formatting import IGNORE_INDEX, encode_example, plain_prompt
+from anlp_ft.models import INSTRUCT_MODEL, TEACHER_MODEL, load_model, load_tokenizer
+from anlp_ft.runtime import pick_device
+
+
+def arms(temperatures: list[float]) -> list[tuple[str, float, bool]]:
+    """(name, T, with the T² factor); T = 1 once, its factor being 1."""
+    out = []
+    for t in temperatures:
+        out.append((f"T = {t:g}", t, True))
+        if t != 1:
+            out.append((f"T = {t:g}, no T²", t, False))
+    return out
+
+
+def without_factor(loss_fn, temperature: float):
+    """The same loss divided by T²: the lab's kd_loss multiplies by it."""
+    return lambda student, batch: loss_fn(student, batch) / temperature ** 2
+
+
+def one_seed(teacher_base, student_base, tokenizer, sol, test: list[dict], args, seed: int) -> list[dict]:
+    problems = arithmetic_problems(max(args.teacher_steps, args.steps) * args.batch, seed=seed,
+                                   exclude=[p["question"] for p in test])  # as kd_ranking.one_seed
+    gold = [encode_example(tokenizer, plain_prompt(p["question"]), " " + p["solution"]) for p in problems]
+    pad = tokenizer.pad_token_id
+    teacher = lora_fit(teacher_base, gold[:args.teacher_steps * args.batch], args.teacher_steps, args, seed, pad)
+    teacher = teacher.merge_and_unload().eval()
+    rows = []
+    for name, temperature, factor in arms(args.temperatures):
+        loss_fn = sol.make_token_kd_loss(teacher, temperature)
+        student = lora_fit(student_base, gold[:args.steps * args.batch], args.steps, args, seed, pad,
+                           loss_fn=loss_fn if factor else without_factor(loss_fn, temperature))
+        rows.append({"arm": name, "temperature": temperature, "T² factor": factor, "seed": seed,
+                     **measure(student, tokenizer, test)})
+        print(json.dumps(rows[-1]), flush=True)
+        del student
+    return rows
+
+
+def report(result: dict) -> str:
+    rows, settings = result["rows"], result["settings"]
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [f"teacher: {settings['teacher_steps']} LoRA steps; token-level KD students: {settings['steps']} LoRA "
+             f"steps x {settings['batch']}, lr {settings['lr']}; {settings['n_test']} held-out problems",
+             f"{'arm':>14}  {'lenient':>15}  {'strict':>15}  {'held-out loss':>15}   mean ± sd over {len(seeds)} seeds"]
+    names = list(dict.fromkeys(r["arm"] for r in rows))
+    for name in names:
+        rs = [r for r in rows if r["arm"] == name]
+        lines.append(f"{name:>14}  " + "  ".join(f"{mean_sd_text(r[k] for r in rs):>15}"
+                                                for k in ("lenient", "strict", "held-out loss")))
+    by = {(r["arm"], r["seed"]): r for r in rows}
+    for t in sorted({r["temperature"] for r in rows if not r["T² factor"]}):
+        with_, without = f"T = {t:g}", f"T = {t:g}, no T²"
+        gaps = [100 * (by[(with_, s)]["lenient"] - by[(without, s)]["lenient"]) for s in seeds]
+        lines.append(f"T = {t:g}: with minus without T², lenient (points, paired by seed): {paired_text(gaps)}")
+    reference = f"T = {settings['temperatures'][0]:g}"
+    for name in names:
+        if name != reference and not name.endswith("no T²"):
+            gaps = [100 * (by[(name, s)]["lenient"] - by[(reference, s)]["lenient"]) for s in seeds]
+            lines.append(f"{name} minus {reference}, lenient (points, paired by seed): {paired_text(gaps)}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--temperatures", nargs="*", type=float, default=[1.0, 2.0, 4.0])
+    parser.add_argument("--teacher-steps", type=int, default=14)
+    parser.add_argument("--steps", type=int, default=10, help="optimizer steps of each student")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-3, help="for the teacher and every student")
+    parser.add_argument("--n-test", type=int, default=128)
+    parser.add_argument("--teacher-model", default=None,
+                        help="default: SmolLM2-360M-Instruct (offline: SmolLM2-135M-Instruct)")
+    parser.add_argument("--student-model", default=INSTRUCT_MODEL)
+    parser.add_argument("--out", help="write the settings and rows to this JSON file")
+    parser.add_argument("--report", help="print the table of a run written with --out, and stop")
+    args = parser.parse_args()
+    if args.report:
+        print(report(json.loads(Path(args.report).read_text())))
+        return
+    device = pick_device()
+    tokenizer = load_tokenizer(args.teacher_model or TEACHER_MODEL)
+    teacher_base = load_model(args.teacher_model or TEACHER_MODEL, device=device).eval()
+    student_base = load_model(args.student_model, device=device, verbose=False).eval()
+    sol = load_answers("04", torch=torch, IGNORE_INDEX=IGNORE_INDEX, generate=generate, encode_example=encode_example,
+                       plain_prompt=plain_prompt, tokenizer=tokenizer, MAX_NEW_TOKENS=MAX_NEW_TOKENS)
+    test = arithmetic_problems(args.n_test, seed=HELD_OUT_SEED)
+    rows = [row for seed in args.seeds for row in one_seed(teacher_base, student_base, tokenizer, sol, test, args,
+                                                           seed)]
+    result = {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "report")}, "rows": rows}
+    print("\n" + report(result))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
