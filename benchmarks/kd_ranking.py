@@ -62,13 +62,20 @@ def lora_fit(base, data: list[dict], steps: int, args, seed: int, pad_token_id: 
     return model
 
 
-def one_seed(teacher_base, student_base, tokenizer, sol, test: list[dict], args, seed: int) -> list[dict]:
+def teacher_and_data(teacher_base, tokenizer, test: list[dict], args, seed: int):
+    """A seed's training problems (none of the held-out ones), their gold examples, and the teacher: the pre-trained
+    model after teacher_steps LoRA steps on them, merged."""
     problems = arithmetic_problems(max(args.teacher_steps, args.steps) * args.batch, seed=seed,
                                    exclude=[p["question"] for p in test])
     gold = [encode_example(tokenizer, plain_prompt(p["question"]), " " + p["solution"]) for p in problems]
+    teacher = lora_fit(teacher_base, gold[:args.teacher_steps * args.batch], args.teacher_steps, args, seed,
+                       tokenizer.pad_token_id)
+    return teacher.merge_and_unload().eval(), problems, gold
+
+
+def one_seed(teacher_base, student_base, tokenizer, sol, test: list[dict], args, seed: int) -> list[dict]:
+    teacher, problems, gold = teacher_and_data(teacher_base, tokenizer, test, args, seed)
     pad = tokenizer.pad_token_id
-    teacher = lora_fit(teacher_base, gold[:args.teacher_steps * args.batch], args.teacher_steps, args, seed, pad)
-    teacher = teacher.merge_and_unload().eval()
     rows = [{"arm": "teacher", "seed": seed, **measure(teacher, tokenizer, test)}]
     print(json.dumps(rows[-1]), flush=True)
     questions = [p["question"] for p in problems[:args.steps * args.batch]]
@@ -116,42 +123,56 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(description: str) -> argparse.ArgumentParser:
+    """The options of the KD benchmarks (this one and kd_temperature.py): lab 04's quick profile by default."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--teacher-steps", type=int, default=14)
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps of each student")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3, help="for the teacher and every student")
-    parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--n-test", type=int, default=128)
     parser.add_argument("--teacher-model", default=None,
                         help="default: SmolLM2-360M-Instruct (offline: SmolLM2-135M-Instruct)")
     parser.add_argument("--student-model", default=INSTRUCT_MODEL)
     parser.add_argument("--out", help="write the settings and rows to this JSON file")
     parser.add_argument("--report", help="print the table of a run written with --out, and stop")
-    args = parser.parse_args()
-    if args.report:
-        print(report(json.loads(Path(args.report).read_text())))
-        return
+    return parser
+
+
+def setup(args):
+    """The tokenizer, the teacher's and the student's pre-trained models, lab 04's answers (from its solution) and
+    the held-out problems."""
     device = pick_device()
     tokenizer = load_tokenizer(args.teacher_model or TEACHER_MODEL)
     teacher_base = load_model(args.teacher_model or TEACHER_MODEL, device=device).eval()
     student_base = load_model(args.student_model, device=device, verbose=False).eval()
     sol = load_answers("04", torch=torch, IGNORE_INDEX=IGNORE_INDEX, generate=generate, encode_example=encode_example,
                        plain_prompt=plain_prompt, tokenizer=tokenizer, MAX_NEW_TOKENS=MAX_NEW_TOKENS)
-    test = arithmetic_problems(args.n_test, seed=HELD_OUT_SEED)
-    before = measure(student_base, tokenizer, test)
-    print(json.dumps({"arm": "pre-trained student", **before}), flush=True)
-    rows = [row for seed in args.seeds for row in one_seed(teacher_base, student_base, tokenizer, sol, test, args,
-                                                           seed)]
-    result = {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "report")},
-              "pre-trained student": before, "rows": rows}
+    return tokenizer, teacher_base, student_base, sol, arithmetic_problems(args.n_test, seed=HELD_OUT_SEED)
+
+
+def save(result: dict, args, report) -> None:
     print("\n" + report(result))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
 
+
+def main() -> None:
+    parser = arguments(__doc__)
+    parser.add_argument("--temperature", type=float, default=2.0)
+    args = parser.parse_args()
+    if args.report:
+        print(report(json.loads(Path(args.report).read_text())))
+        return
+    tokenizer, teacher_base, student_base, sol, test = setup(args)
+    before = measure(student_base, tokenizer, test)
+    print(json.dumps({"arm": "pre-trained student", **before}), flush=True)
+    rows = [row for seed in args.seeds for row in one_seed(teacher_base, student_base, tokenizer, sol, test, args,
+                                                           seed)]
+    save({"settings": {k: v for k, v in vars(args).items() if k not in ("out", "report")},
+          "pre-trained student": before, "rows": rows}, args, report)
 
 if __name__ == "__main__":
     main()

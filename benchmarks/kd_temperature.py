@@ -14,20 +14,11 @@ Prints one JSON line per run and each arm's mean and spread over seeds.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-import torch
-from kd_ranking import HELD_OUT_SEED, MAX_NEW_TOKENS, lora_fit, measure  # benchmarks/: run as scripts
+from kd_ranking import arguments, lora_fit, measure, save, setup, teacher_and_data  # benchmarks/: run as scripts
 from seeds import mean_sd_text, paired_text
-
-from anlp_ft.assignments.labspec import load_answers
-from anlp_ft.data.arithmetic import arithmetic_problems
-from anlp_ft.evaluate import generate
-from anlp_ft.formatting import IGNORE_INDEX, encode_example, plain_prompt
-from anlp_ft.models import INSTRUCT_MODEL, TEACHER_MODEL, load_model, load_tokenizer
-from anlp_ft.runtime import pick_device
 
 
 def arms(temperatures: list[float]) -> list[tuple[str, float, bool]]:
@@ -46,12 +37,8 @@ def without_factor(loss_fn, temperature: float):
 
 
 def one_seed(teacher_base, student_base, tokenizer, sol, test: list[dict], args, seed: int) -> list[dict]:
-    problems = arithmetic_problems(max(args.teacher_steps, args.steps) * args.batch, seed=seed,
-                                   exclude=[p["question"] for p in test])  # as kd_ranking.one_seed
-    gold = [encode_example(tokenizer, plain_prompt(p["question"]), " " + p["solution"]) for p in problems]
+    teacher, _, gold = teacher_and_data(teacher_base, tokenizer, test, args, seed)
     pad = tokenizer.pad_token_id
-    teacher = lora_fit(teacher_base, gold[:args.teacher_steps * args.batch], args.teacher_steps, args, seed, pad)
-    teacher = teacher.merge_and_unload().eval()
     rows = []
     for name, temperature, factor in arms(args.temperatures):
         loss_fn = sol.make_token_kd_loss(teacher, temperature)
@@ -89,38 +76,17 @@ def report(result: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser = arguments(__doc__)
     parser.add_argument("--temperatures", nargs="*", type=float, default=[1.0, 2.0, 4.0])
-    parser.add_argument("--teacher-steps", type=int, default=14)
-    parser.add_argument("--steps", type=int, default=10, help="optimizer steps of each student")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-3, help="for the teacher and every student")
-    parser.add_argument("--n-test", type=int, default=128)
-    parser.add_argument("--teacher-model", default=None,
-                        help="default: SmolLM2-360M-Instruct (offline: SmolLM2-135M-Instruct)")
-    parser.add_argument("--student-model", default=INSTRUCT_MODEL)
-    parser.add_argument("--out", help="write the settings and rows to this JSON file")
-    parser.add_argument("--report", help="print the table of a run written with --out, and stop")
     args = parser.parse_args()
     if args.report:
         print(report(json.loads(Path(args.report).read_text())))
         return
-    device = pick_device()
-    tokenizer = load_tokenizer(args.teacher_model or TEACHER_MODEL)
-    teacher_base = load_model(args.teacher_model or TEACHER_MODEL, device=device).eval()
-    student_base = load_model(args.student_model, device=device, verbose=False).eval()
-    sol = load_answers("04", torch=torch, IGNORE_INDEX=IGNORE_INDEX, generate=generate, encode_example=encode_example,
-                       plain_prompt=plain_prompt, tokenizer=tokenizer, MAX_NEW_TOKENS=MAX_NEW_TOKENS)
-    test = arithmetic_problems(args.n_test, seed=HELD_OUT_SEED)
+    tokenizer, teacher_base, student_base, sol, test = setup(args)
     rows = [row for seed in args.seeds for row in one_seed(teacher_base, student_base, tokenizer, sol, test, args,
                                                            seed)]
-    result = {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "report")}, "rows": rows}
-    print("\n" + report(result))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-
+    save({"settings": {k: v for k, v in vars(args).items() if k not in ("out", "report")}, "rows": rows}, args,
+         report)
 
 if __name__ == "__main__":
     main()
