@@ -37,7 +37,8 @@ def _chatml(default_system: str | None) -> str:
 CHATML_TEMPLATE = _chatml(None)  # ChatML as it is
 # SmolLM2's own template (ChatML with a default system prompt), marked: it renders exactly the text of the unmarked one.
 SMOLLM2_TEMPLATE = _chatml("You are a helpful AI assistant named SmolLM, trained by Hugging Face")
-_PROBES = ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+# Short conversations the templates are compared on (training_template) and the recipes check a template with.
+PROBE_CHATS = ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
             {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye"},
             {"role": "assistant", "content": "Bye"}])
@@ -83,7 +84,7 @@ def training_template(tokenizer: PreTrainedTokenizerBase) -> str:
 
     for marked in (SMOLLM2_TEMPLATE, CHATML_TEMPLATE):
         if own and all(render(own, m[:n], n < len(m)) == render(marked, m[:n], n < len(m))
-                       for m in _PROBES for n in (len(m) - 1, len(m))):
+                       for m in PROBE_CHATS for n in (len(m) - 1, len(m))):
             return marked
     raise ValueError("the tokenizer's chat template does not mark the assistant's turns with {% generation %} ... "
                      "{% endgeneration %} and renders differently from ChatML, so which tokens to train on is "

@@ -18,14 +18,12 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .formatting import CHATML_TEMPLATE, IGNORE_INDEX, encode_chat, training_template
+from .formatting import CHATML_TEMPLATE, IGNORE_INDEX, PROBE_CHATS, encode_chat, training_template
 from .recipe import Recipe, RecipeError, dump_recipe
 from .recipe_data import Row, encode_rows, load_rows, preview
 from .runtime import autocast_dtype, cuda_capability, mixed_precision, pick_device, seed_everything
 
 FINISHED = "history.json"  # written last: a folder holding it holds a finished run
-_PROBE = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-          {"role": "assistant", "content": "Hello"}]
 
 
 # --- Checks against the machine (no tokenizer, no model)
@@ -106,7 +104,7 @@ def set_chat_template(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, needed
     except ValueError as e:
         raise RecipeError(f"chat_template: {name}: {e}") from None
     try:
-        probe = encode_chat(tokenizer, _PROBE)
+        probe = encode_chat(tokenizer, PROBE_CHATS[-1])
     except Exception as e:
         raise RecipeError(f"chat_template: {name} cannot render a conversation: {type(e).__name__}: {e}") from None
     trained = [t for t, label in zip(probe["input_ids"], probe["labels"]) if label != IGNORE_INDEX]
