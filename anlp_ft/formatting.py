@@ -39,9 +39,9 @@ CHATML_TEMPLATE = _chatml(None)  # ChatML as it is
 SMOLLM2_TEMPLATE = _chatml("You are a helpful AI assistant named SmolLM, trained by Hugging Face")
 # Short conversations the templates are compared on (training_template) and the recipes check a template with.
 PROBE_CHATS = ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
-           [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-            {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye"},
-            {"role": "assistant", "content": "Bye"}])
+               [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye"},
+                {"role": "assistant", "content": "Bye"}])
 GENERATION_MARK = re.compile(r"{%-?\s*generation\s*-?%}")
 
 
