@@ -4,8 +4,8 @@ Per parameter, a mixed-precision Adam step keeps 16 bytes (Rajbhandari et al., Z
 and gradients (2), fp32 master weights (4) and Adam's first and second moments (4 + 4). In fp32 it is also 16
 bytes: weights, gradients and the two moments at 4 bytes each. On top come the activations saved for the backward
 pass, which grow with batch x sequence length. LoRA trains few parameters, so only they pay for gradients and Adam;
-QLoRA also stores the frozen weights in 4 bits. ZeRO stages 1-3 split optimizer states, gradients and weights
-over N data-parallel GPUs.
+QLoRA also stores the frozen weights in 4 bits. How ZeRO splits these parts over N data-parallel GPUs is lab 05's
+exercise; `calculate` takes such a split as a function.
 
 `activation_bytes` is exact for a Llama-style transformers model in fp32 on CPU, with and without LoRA (the
 attention kernel keeps queries, keys, values, output and the log-sum-exp, not the s x s scores). A step peaks at
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Callable, Literal, Mapping
 
 from .lora import LORA_TARGETS
 
@@ -28,8 +28,7 @@ GB = 1e9  # memory in decimal gigabytes, as GPU data sheets and the lecture's ta
 
 Method = Literal["full", "lora", "qlora"]
 Precision = Literal["fp32", "mixed"]
-PARTS = ("parameters", "gradients", "master weights", "Adam first moment", "Adam second moment", "activations",
-         "logit gradients")
+PARTS = ("parameters", "gradients", "master weights", "optimizer states", "activations", "logit gradients")
 PER_BATCH = ("activations", "logit gradients")  # grow with batch x sequence length; the rest is per parameter
 
 
@@ -173,18 +172,14 @@ class TrainSetup:
     lora_rank: int = 16
     lora_targets: tuple[str, ...] = LORA_TARGETS
     double_quant: bool = True
-    zero_stage: int = 0  # 0 = plain data parallel; 1-3 = ZeRO
-    n_gpus: int = 1
 
     def __post_init__(self):
         if self.method not in ("full", "lora", "qlora"):
             raise ValueError(f"method must be 'full', 'lora' or 'qlora', got {self.method!r}")
         if self.precision not in ("fp32", "mixed"):
             raise ValueError(f"precision must be 'fp32' or 'mixed', got {self.precision!r}")
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
-        if self.n_gpus < 1 or self.batch < 1 or self.seq < 1:
-            raise ValueError("n_gpus, batch and seq must be at least 1")
+        if self.batch < 1 or self.seq < 1:
+            raise ValueError(f"batch and seq must be at least 1, got batch={self.batch}, seq={self.seq}")
 
 
 def lora_param_count(shape: ModelShape, rank: int, targets: tuple[str, ...] = LORA_TARGETS) -> int:
@@ -197,7 +192,7 @@ def lora_param_count(shape: ModelShape, rank: int, targets: tuple[str, ...] = LO
 
 
 def memory_breakdown(shape: ModelShape, setup: TrainSetup) -> dict[str, float]:
-    """Bytes per GPU for each part of a training step at its peak, the start of backward (keys: PARTS)."""
+    """Bytes for each part of a training step on one GPU at its peak, the start of backward (keys: PARTS)."""
     P = shape.n_params
     w = 4 if setup.precision == "fp32" else 2  # bytes of a weight / gradient / activation value
     if setup.method == "full":
@@ -221,21 +216,9 @@ def memory_breakdown(shape: ModelShape, setup: TrainSetup) -> dict[str, float]:
                             checkpointing=setup.gradient_checkpointing,
                             lora_rank=setup.lora_rank if setup.method != "full" else 0,
                             lora_targets=setup.lora_targets)
-    parts = {"parameters": float(params), "gradients": float(grads), "master weights": float(master),
-             "Adam first moment": float(moments), "Adam second moment": float(moments), "activations": float(acts),
-             "logit gradients": float(logit_gradient_bytes(shape, setup.batch, setup.seq))}
-    return zero_partition(parts, setup.zero_stage, setup.n_gpus)
-
-
-def zero_partition(parts: Mapping[str, float], stage: int, n_gpus: int) -> dict[str, float]:
-    """Per-GPU bytes under ZeRO (Rajbhandari et al., 2020): stage 1 splits the optimizer states (Adam moments
-    and fp32 master weights) over the N GPUs, stage 2 also the gradients, stage 3 also the weights.
-    Activations and logit gradients belong to each GPU's own micro-batch and are not split."""
-    split = {1: {"master weights", "Adam first moment", "Adam second moment"}}
-    split[2] = split[1] | {"gradients"}
-    split[3] = split[2] | {"parameters"}
-    shared = split.get(stage, set())
-    return {k: (v / n_gpus if k in shared else v) for k, v in parts.items()}
+    return {"parameters": float(params), "gradients": float(grads), "master weights": float(master),
+            "optimizer states": float(2 * moments), "activations": float(acts),  # Adam's m and v
+            "logit gradients": float(logit_gradient_bytes(shape, setup.batch, setup.seq))}
 
 
 def total_bytes(parts: Mapping[str, float]) -> float:
@@ -309,25 +292,28 @@ class CalculatorResult:
 
 
 def calculate(model: str = "135M", batch: int = 8, seq: int = 512, precision: Precision = "mixed",
-              method: Method = "full", gradient_checkpointing: bool = False, zero_stage: int = 0, n_gpus: int = 1,
-              gpu: str = "T4", lora_rank: int = 16) -> CalculatorResult:
-    """The calculator's logic, without a browser: the per-GPU breakdown in GB and whether it fits."""
+              method: Method = "full", gradient_checkpointing: bool = False, gpu: str = "T4", lora_rank: int = 16,
+              per_gpu: Callable[[dict[str, float]], dict[str, float]] | None = None,
+              per_gpu_label: str = "") -> CalculatorResult:
+    """The calculator's logic, without a browser: the breakdown in GB and whether it fits on `gpu`.
+
+    `per_gpu`, if given, turns the one-GPU breakdown into what each of several GPUs holds (lab 05's ZeRO split,
+    say); `per_gpu_label` names it in the summary."""
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose from {list(MODELS)}")
     if gpu not in GPUS:
         raise ValueError(f"unknown GPU {gpu!r}; choose from {list(GPUS)}")
     setup = TrainSetup(method=method, precision=precision, batch=batch, seq=seq,
-                       gradient_checkpointing=gradient_checkpointing, lora_rank=lora_rank, zero_stage=zero_stage,
-                       n_gpus=n_gpus)
+                       gradient_checkpointing=gradient_checkpointing, lora_rank=lora_rank)
     parts = memory_breakdown(MODELS[model], setup)
+    if per_gpu is not None:
+        parts = per_gpu(dict(parts))
     parts_gb = {k: v / GB for k, v in parts.items()}
     total = sum(parts_gb.values())
     ok = fits(parts, gpu)
     capacity = GPUS[gpu].memory_gb
     verdict = "fits" if ok else "does NOT fit"
-    zero = f", ZeRO-{zero_stage} on {n_gpus} GPUs" if zero_stage else ""
+    split = f", {per_gpu_label}" if per_gpu_label else ""
     summary = (f"{MODELS[model].name} {method} ({precision}{', checkpointing' if gradient_checkpointing else ''}"
-               f"{zero}): {total:,.1f} GB per GPU, {verdict} on a {gpu} ({capacity:g} GB)")
+               f"{split}): {total:,.1f} GB per GPU, {verdict} on a {gpu} ({capacity:g} GB)")
     return CalculatorResult(parts_gb, total, capacity, ok, summary)
-
-

@@ -1,7 +1,7 @@
-"""Memory of a training step, measured on a real model: the tensors autograd saves for backward
-(`torch.autograd.graph.saved_tensors_hooks`), the long-lived parameters, gradients and optimizer states counted
-from the tensors themselves, and the step's peak from the allocator, on CPU as on CUDA. `anlp_ft.memory` predicts
-the same quantities from the model's shape; lab 05 compares the two.
+"""Memory of a training step, measured on a real model: the long-lived parameters, gradients and optimizer states
+counted from the tensors themselves; what the forward pass leaves allocated for backward, and the step's peak, from
+the allocator, on CPU as on CUDA. `anlp_ft.memory` predicts the same quantities from the model's shape; lab 05
+compares the two (and counts the saved tensors from autograd's side, with saved_tensors_hooks, as an exercise).
 """
 from __future__ import annotations
 
@@ -9,33 +9,6 @@ import os
 from typing import Callable, Mapping
 
 import torch
-
-
-def measure_saved_activation_bytes(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
-                                   *, include_integer: bool = False) -> int:
-    """Bytes of the tensors autograd saves for backward during `model(**batch)`, measured exactly.
-
-    Every tensor passed to saved_tensors_hooks' pack hook is counted once per storage (views share one), and
-    the model's parameters are left out (they are weights, not activations). Integer tensors (token ids,
-    labels) are left out unless include_integer. The graph is freed without a backward pass, and nothing of it
-    outlives the call.
-    """
-    param_storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        key = storage.data_ptr()
-        if key not in param_storages and key not in seen and (include_integer or t.is_floating_point()):
-            seen[key] = storage.nbytes()
-        # Not t itself: a saved output holds its own grad_fn, a cycle through C++ that Python's garbage
-        # collector cannot see, so every call would leak its whole graph and activations.
-        return t.detach()
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model(**batch)
-    del out
-    return sum(seen.values())
 
 
 def tensor_bytes(tensors) -> int:
@@ -88,6 +61,13 @@ def peak_bytes_during(step: Callable[[], object], device: torch.device | str = "
         return torch.cuda.max_memory_allocated(device) - start
     if device.type != "cpu":
         raise ValueError(f"peak memory is measured on 'cpu' or 'cuda', not {device.type!r}")
+    totals = _cpu_allocated_totals(step)
+    return max(0, max(totals) - totals[0]) if totals else 0
+
+
+def _cpu_allocated_totals(step: Callable[[], object]) -> list[int]:
+    """The CPU allocator's running total of allocated bytes, when `step()` begins and after each allocation or
+    free during it, in order, from the memory events torch.profiler records."""
     from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
@@ -103,18 +83,49 @@ def peak_bytes_during(step: Callable[[], object], device: torch.device | str = "
         if event.tag == _EventType.Allocation and event.extra_fields.device.type == "cpu":
             events.append((event.start_time_ns, event.extra_fields.alloc_size, event.extra_fields.total_allocated))
     if not events:
-        return 0
+        return []
     events.sort()
-    start = events[0][2] - events[0][1]
-    return max(0, max(total for _, _, total in events) - start)
+    return [events[0][2] - events[0][1]] + [total for _, _, total in events]
+
+
+def forward_retained_bytes(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> int:
+    """Bytes the allocator still holds once `model(**batch)` has returned its loss, above what it held before:
+    what the graph keeps for backward. These are the activations autograd saved (what saved_tensors_hooks would
+    count), plus what the graph also keeps that is not an activation: the int64 labels the loss shifted (8 b s
+    bytes), a few bytes more and, with gradient checkpointing, each layer's saved RNG state and the inputs the
+    layers share (RoPE's cos and sin, the positions); tests/test_memory_measure.py itemises it. The graph is freed
+    before returning.
+
+    On CUDA: `memory_allocated` after less before. On CPU: the allocator's running total from torch.profiler's
+    memory events (`peak_bytes_during`'s source)."""
+    device = next(model.parameters()).device
+    kept: list[torch.Tensor] = []
+
+    def forward() -> None:
+        kept.append(model(**batch).loss)  # the loss keeps the graph alive; the rest of the output is dropped
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        forward()
+        torch.cuda.synchronize(device)
+        retained = torch.cuda.memory_allocated(device) - before
+    elif device.type == "cpu":
+        totals = _cpu_allocated_totals(forward)
+        retained = totals[-1] - totals[0] if totals else 0
+    else:
+        raise ValueError(f"retained memory is measured on 'cpu' or 'cuda', not {device.type!r}")
+    kept.clear()
+    return retained
 
 
 def measure_training_step(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, int | None]:
     """Memory of one Adam step on `batch`, measured: after a first step has created the gradients and Adam's
     states (which then live through training), one more step at lr 0 (the weights stay as they are). Returns the
-    long-lived parts counted from the tensors (`measured_state_bytes`), the activations autograd saves, and
-    "peak": those parts plus the most allocated during the step (`peak_bytes_during`). Where the allocator keeps
-    no statistics (MPS) "peak" is None, and a line says so."""
+    long-lived parts counted from the tensors (`measured_state_bytes`), "activations": what the forward pass
+    leaves allocated for backward (`forward_retained_bytes`), and "peak": the long-lived parts plus the most
+    allocated during the step (`peak_bytes_during`). Where the allocator keeps no statistics (MPS) "activations"
+    and "peak" are None, and a line says so."""
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
     was_training = model.training
@@ -129,10 +140,11 @@ def measure_training_step(model: torch.nn.Module, batch: Mapping[str, torch.Tens
     state = measured_state_bytes(model, optimizer)
     if device.type in ("cpu", "cuda"):
         peak = sum(state.values()) + peak_bytes_during(step, device)
+        activations = forward_retained_bytes(model, batch)
     else:
-        peak = None
-        print(f"peak memory: not measured on {device.type} (its allocator keeps no peak); parts counted from tensors")
-    activations = measure_saved_activation_bytes(model, batch)
+        peak = activations = None
+        print(f"peak and activation memory: not measured on {device.type} (its allocator keeps no statistics); "
+              "the long-lived parts are counted from the tensors")
     optimizer.zero_grad(set_to_none=True)
     model.train(was_training)
     return {**state, "activations": activations, "peak": peak}

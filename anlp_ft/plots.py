@@ -2,7 +2,7 @@
 memory calculator (ipywidgets around `anlp_ft.memory.calculate`)."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 
@@ -63,18 +63,25 @@ def plot_memory_bar(parts_gb: Mapping[str, float], capacity_gb: float | None = N
     return ax
 
 
-def memory_calculator():
-    """An ipywidgets calculator (model, batch, sequence length, precision, method, checkpointing, ZeRO stage,
-    GPUs, GPU) that redraws the stacked bar against the chosen GPU; its logic is `calculate`."""
+def memory_calculator(zero_per_gpu: Callable[[dict[str, float], int, int], dict[str, float]] | None = None):
+    """An ipywidgets calculator (model, batch, sequence length, precision, method, checkpointing, GPU) that redraws
+    the stacked bar against the chosen GPU; its logic is `calculate`. Given a ZeRO split
+    `zero_per_gpu(parts, stage, n_gpus)` (lab 05's exercise 3), it adds a ZeRO stage and a GPU count."""
     import ipywidgets as widgets  # only the calculator needs it
 
-    def draw(**kw):
+    def draw(zero_stage: int = 0, n_gpus: int = 1, **kw):
+        if zero_per_gpu is not None and (zero_stage or n_gpus > 1):
+            kw.update(per_gpu=lambda parts: zero_per_gpu(parts, zero_stage, n_gpus),
+                      per_gpu_label=f"ZeRO-{zero_stage} on {n_gpus} GPUs" if zero_stage else f"{n_gpus} GPUs")
         result = calculate(**kw)
         fig, ax = plt.subplots(figsize=(5, 4))
         plot_memory_bar(result.parts_gb, result.capacity_gb, label=kw["method"], ax=ax)
         ax.set_title(result.summary, fontsize=8)
         plt.show()
 
+    zero = ({"zero_stage": widgets.fixed(0), "n_gpus": widgets.fixed(1)} if zero_per_gpu is None else
+            {"zero_stage": widgets.IntSlider(value=0, min=0, max=3),
+             "n_gpus": widgets.IntSlider(value=1, min=1, max=64)})
     return widgets.interactive(
         draw,
         model=widgets.Dropdown(options=list(MODELS), value="1.7B"),
@@ -83,8 +90,7 @@ def memory_calculator():
         precision=widgets.Dropdown(options=["mixed", "fp32"], value="mixed"),
         method=widgets.ToggleButtons(options=["full", "lora", "qlora"], value="full"),
         gradient_checkpointing=widgets.Checkbox(value=False, description="checkpointing"),
-        zero_stage=widgets.IntSlider(value=0, min=0, max=3),
-        n_gpus=widgets.IntSlider(value=1, min=1, max=64),
+        **zero,
         gpu=widgets.Dropdown(options=list(GPUS), value="T4"),
         lora_rank=widgets.fixed(16),
     )

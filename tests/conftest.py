@@ -123,8 +123,8 @@ def solution_notebook():
 
 @pytest.fixture
 def leaking_saved_bytes():
-    """The natural first attempt at lab 05's exercise 2 (memory_measure.measure_saved_activation_bytes): pack
-    returns t itself, so the saved tensors keep the graph alive after the call."""
+    """The natural first attempt at lab 05's exercise 2 (the solution's saved_activation_bytes): pack returns t
+    itself, so the saved tensors keep the graph alive after the call."""
 
     def measure(model, batch):
         params = {p.untyped_storage().data_ptr() for p in model.parameters()}

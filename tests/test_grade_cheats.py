@@ -56,11 +56,14 @@ for _cell in json.load(open(_path))["cells"]:
     "orphans": f'''import subprocess
 _kids = [subprocess.Popen(["sleep", "{ORPHAN}"], start_new_session=True) for _ in range(3)]''',
 }
-# The package's own version of an exercise: lab 05's measurement is in the package (the lecture uses it), so it
-# earns ex2's points and is flagged; lab 06's LoRA layer is not in the package any more.
+# The package's own version of an exercise: the calculator's breakdown holds Adam's row of lab 05's ex1 (the lecture's
+# table, which the hidden tests do not grade), so copied for every optimizer it earns nothing and is flagged; lab 06's
+# LoRA layer is not in the package any more.
 PACKAGE_ANSWER = {
-    "05": ("ex2", '''def saved_activation_bytes(model: torch.nn.Module, batch: dict) -> int:
-    return memory_measure.measure_saved_activation_bytes(model, batch)'''),
+    "05": ("ex1", '''def state_bytes(n_params, precision="mixed", optimizer="adam"):
+    shape = ModelShape("any", 8, 1, 1, 1, 8, 8, n_params_override=n_params)
+    parts = memory.memory_breakdown(shape, TrainSetup(precision=precision))
+    return {k: parts[k] for k in ("parameters", "gradients", "master weights", "optimizer states")}'''),
     "06": ("ex1", "from anlp_ft.lora import LoRALinear"),
 }
 
@@ -98,7 +101,4 @@ def test_cheats_earn_nothing_and_are_flagged(number: str, tmp_path: Path) -> Non
         assert "suspicious" in rows[name].status, (name, rows[name].status)
     forged = rows["package-answer"]
     assert "calls the course's own version of an exercise" in forged.status or number == "06", forged.status
-    expected = {name: 0.0 for name in spec.exercises}
-    if number == "05":  # a right measurement, taken from the package: the points stand, a human looks at it
-        expected[exercise] = spec.exercises[exercise]
-    assert forged.scores == expected, forged
+    assert forged.scores == {name: 0.0 for name in spec.exercises}, forged

@@ -64,24 +64,27 @@ def test_solution_scores_100_and_blank_lab_0(number: str, tmp_path: Path) -> Non
 # CI grades labs 05 and 06 (seconds each); ANLP_FT_MUTANT_LABS="01 05 06" adds lab 01 (about 5 minutes).
 MUTANT_LABS = os.environ.get("ANLP_FT_MUTANT_LABS", "05 06").split()
 MUTANTS = {"05": {
-    "ex1": ("Adam's moments in 2 bytes",
-            '''def state_bytes(n_params: float, precision: str = "mixed") -> dict[str, float]:
+    "ex1": ("the momentum buffer forgotten",
+            '''def state_bytes(n_params: float, precision: str = "mixed", optimizer: str = "adam") -> dict[str, float]:
     w = 4 if precision == "fp32" else 2
     return {"parameters": n_params * w, "gradients": n_params * w,
             "master weights": n_params * 4 if precision == "mixed" else 0,
-            "Adam first moment": n_params * 2, "Adam second moment": n_params * 2}'''),
+            "optimizer states": n_params * 8 if optimizer == "adam" else 0}'''),
     "ex2": ("the formula instead of a measurement",
             '''def saved_activation_bytes(model: torch.nn.Module, batch: dict) -> int:
     return memory.activation_bytes(ModelShape.from_config(model.config), *batch["input_ids"].shape)'''),
     "ex3": ("stage 2 leaves the gradients whole",
             '''def zero_per_gpu(parts: dict[str, float], stage: int, n_gpus: int) -> dict[str, float]:
-    split = {"master weights", "Adam first moment", "Adam second moment"} if stage >= 1 else set()
+    split = {"master weights", "optimizer states"} if stage >= 1 else set()
     if stage >= 3:
         split |= {"gradients", "parameters"}
     return {k: v / n_gpus if k in split else v for k, v in parts.items()}'''),
-    "ex4": ("the whole card counted as usable",
-            '''def gpus_that_fit(total_bytes: float) -> list[str]:
-    return [name for name, gpu in GPUS.items() if total_bytes <= gpu.memory_gb * GB]'''),
+    "ex4": ("gradient checkpointing left off",
+            '''def largest_batch(model: str, method: str, seq: int, gpu: str) -> int:
+    batch = 0
+    while memory.calculate(model=model, method=method, batch=batch + 1, seq=seq, gpu=gpu).fits:
+        batch += 1
+    return batch'''),
 }, "01": {
     "ex1": ("no end-of-sequence token", (" + [tokenizer.eos_token_id]", "")),
     "ex2": ("labels not shifted", ("logits, labels = logits[:, :-1].float(), labels[:, 1:]",

@@ -1,10 +1,13 @@
-"""anlp_ft.memory: memory accounting from a model's shape (parameters, gradients, Adam, LoRA/QLoRA, ZeRO), the
-lecture's 65B table, the GPU fit table and the calculator's logic. Measurement on a real model is in
-test_memory_measure.py."""
+"""anlp_ft.memory: memory accounting from a model's shape (parameters, gradients, Adam, LoRA/QLoRA), the
+lecture's 65B table, the GPU fit table and the calculator's logic, with lab 05's ZeRO split (from the solution).
+Measurement on a real model is in test_memory_measure.py."""
 import pytest
 
 from anlp_ft import memory as M
 from anlp_ft.memory import GB, MODELS, ModelShape, TrainSetup
+from tests.conftest import solution_answers
+
+ZERO_PER_GPU = solution_answers("05").zero_per_gpu
 
 
 def test_smollm2_shape_matches_the_real_model(smollm):
@@ -29,11 +32,11 @@ def test_lecture_65b_table():
 
 
 def test_zero_stages_reproduce_the_paper():
-    # Rajbhandari et al., figure 1: 7.5B parameters, 64 GPUs, mixed-precision Adam (K = 12).
+    # Rajbhandari et al., figure 1: 7.5B parameters, 64 GPUs, mixed-precision Adam (K = 12), with lab 05's split.
     shape = ModelShape("7.5B", 4096, 32, 32, 32, 11008, 32000, n_params_override=7.5e9)
     expected = {0: 120, 1: 31.4, 2: 16.6, 3: 1.9}
     for stage, gb in expected.items():
-        parts = M.memory_breakdown(shape, TrainSetup(zero_stage=stage, n_gpus=64))
+        parts = ZERO_PER_GPU(M.memory_breakdown(shape, TrainSetup()), stage, 64)
         states = sum(v for k, v in parts.items() if k not in M.PER_BATCH) / GB
         assert states == pytest.approx(gb, abs=0.05), stage
 
@@ -46,7 +49,7 @@ def test_lora_and_qlora_counts():
     full = M.memory_breakdown(shape, TrainSetup(method="full", seq=64))
     lo = M.memory_breakdown(shape, TrainSetup(method="lora", seq=64))
     q = M.memory_breakdown(shape, TrainSetup(method="qlora", seq=64))
-    assert lo["Adam first moment"] == lora * 4
+    assert lo["optimizer states"] == lora * 8  # Adam's m and v
     assert lo["gradients"] == lora * 4
     assert q["parameters"] < lo["parameters"] < full["parameters"] + full["master weights"]
     ckpt = M.memory_breakdown(shape, TrainSetup(seq=512, batch=8, gradient_checkpointing=True))
@@ -76,9 +79,11 @@ def test_calculator_logic_without_a_browser():
     assert "does NOT fit" in r.summary
     assert r.total_gb == pytest.approx(sum(r.parts_gb.values()))
     assert r.parts_gb["master weights"] == pytest.approx(MODELS["7B"].n_params * 4 / GB)
-    z3 = M.calculate(model="7B", method="full", gpu="A100", batch=1, seq=512, zero_stage=3, n_gpus=8)
+    z3 = M.calculate(model="7B", method="full", gpu="A100", batch=1, seq=512,
+                     per_gpu=lambda parts: ZERO_PER_GPU(parts, 3, 8), per_gpu_label="ZeRO-3 on 8 GPUs")
     assert z3.fits
     assert z3.total_gb < r.total_gb / 4
+    assert "ZeRO-3 on 8 GPUs): " in z3.summary
     q = M.calculate(model="7B", method="qlora", gpu="T4", batch=1, seq=512, gradient_checkpointing=True)
     assert q.fits
     with pytest.raises(ValueError, match="unknown GPU"):

@@ -1,5 +1,6 @@
-"""anlp_ft.memory_measure: the parts of anlp_ft.memory measured on a real (tiny) model: saved activations (also
-with checkpointing and LoRA) equal the formula, the measurement frees its graph, exact state bytes, and the CPU
+"""anlp_ft.memory_measure: the parts of anlp_ft.memory measured on a real (tiny) model: saved activations, counted
+by lab 05's solution (also with checkpointing and LoRA), equal the formula, and the allocator's count of what the
+forward pass retains equals them plus the named extras; the measurement frees its graph; exact state bytes; the CPU
 allocator's peak of a whole training step equals the predicted total."""
 import gc
 import weakref
@@ -11,6 +12,9 @@ from anlp_ft import memory as M
 from anlp_ft import memory_measure as MM
 from anlp_ft.memory import ModelShape, TrainSetup
 from anlp_ft.models import set_activation_checkpointing
+from tests.conftest import solution_answers
+
+saved_activation_bytes = solution_answers("05").saved_activation_bytes  # lab 05's ex2, the hooks' count
 
 
 @pytest.mark.parametrize("batch,seq", [(1, 8), (2, 8), (1, 16), (3, 5)])
@@ -20,9 +24,31 @@ def test_measured_activation_bytes_match_the_formula(batch, seq, checkpointing, 
     if checkpointing:
         set_activation_checkpointing(model, True)
     ids = torch.randint(0, 1000, (batch, seq))
-    measured = MM.measure_saved_activation_bytes(model, {"input_ids": ids, "labels": ids})
+    measured = saved_activation_bytes(model, {"input_ids": ids, "labels": ids})
     predicted = M.activation_bytes(ModelShape.from_config(model.config), batch, seq, checkpointing=checkpointing)
     assert measured == predicted
+
+
+@pytest.mark.parametrize("batch,seq", [(1, 8), (2, 8), (3, 5), (4, 16)])
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_allocator_retains_the_saved_activations_and_named_extras(batch, seq, checkpointing, tiny_model_factory):
+    """What the allocator holds after the forward pass = the saved activations + the int64 labels (8 b s) and 4
+    bytes; with checkpointing also each layer's saved CPU RNG state, RoPE's cos and sin and the int64 positions,
+    which the layers keep as inputs."""
+    model = tiny_model_factory(vocab_size=1000).train()
+    if checkpointing:
+        set_activation_checkpointing(model, True)
+    ids = torch.randint(0, 1000, (batch, seq))
+    data = {"input_ids": ids, "labels": ids}
+    retained = MM.forward_retained_bytes(model, data)
+    extra = 8 * batch * seq + 4
+    if checkpointing:
+        config = model.config
+        layers, head_dim = config.num_hidden_layers, config.hidden_size // config.num_attention_heads
+        extra += layers * torch.get_rng_state().numel() + 2 * seq * head_dim * 4 + 8 * seq
+    # + 8 with a one-row batch: measured, not itemised
+    assert retained - saved_activation_bytes(model, data) in (extra, extra + 8)
+    assert MM.forward_retained_bytes(model, data) == retained  # the graph was freed: nothing accumulates
 
 
 @pytest.mark.parametrize("leaks", [False, True])
@@ -33,8 +59,8 @@ def test_activation_measurement_frees_its_graph(leaks, tiny_model_factory, leaki
     batch = {"input_ids": ids, "labels": ids}
     alive = []
     model.model.norm.register_forward_hook(lambda m, args, out: alive.append(weakref.ref(out)))
-    measure = leaking_saved_bytes if leaks else MM.measure_saved_activation_bytes
-    assert measure(model, batch) == MM.measure_saved_activation_bytes(model, batch)  # same count either way
+    measure = leaking_saved_bytes if leaks else saved_activation_bytes
+    assert measure(model, batch) == saved_activation_bytes(model, batch)  # same count either way
     gc.collect()
     assert (alive[0]() is not None) == leaks
 
@@ -69,7 +95,7 @@ def test_lora_activation_bytes_match_the_formula(checkpointing, tiny_model_facto
     if checkpointing:
         model.enable_input_require_grads()  # what peft asks for with frozen embeddings
     ids = torch.randint(0, 1000, (2, 7))
-    measured = MM.measure_saved_activation_bytes(model, {"input_ids": ids, "labels": ids})
+    measured = saved_activation_bytes(model, {"input_ids": ids, "labels": ids})
     predicted = M.activation_bytes(ModelShape.from_config(config), 2, 7, checkpointing=checkpointing, lora_rank=4)
     assert measured == predicted
 

@@ -78,5 +78,18 @@ def test_plot_memory_bar_stacks_the_parts_under_the_capacity_line():
 def test_memory_calculator_widget_builds_without_a_browser():
     widget = memory_calculator()  # builds without a browser; its callback is calculate + a plot
     descriptions = {getattr(c, "description", None) for c in widget.children}
-    expected = {"model", "batch", "seq", "precision", "method", "checkpointing", "zero_stage", "n_gpus", "gpu"}
+    expected = {"model", "batch", "seq", "precision", "method", "checkpointing", "gpu"}
     assert expected <= descriptions
+    assert not {"zero_stage", "n_gpus"} & descriptions  # ZeRO needs the student's split
+    calls = []
+
+    def split(parts, stage, n):
+        calls.append((stage, n))
+        return parts
+
+    widget = memory_calculator(zero_per_gpu=split)
+    sliders = {c.description: c for c in widget.children if getattr(c, "description", None) in ("zero_stage", "n_gpus")}
+    assert set(sliders) == {"zero_stage", "n_gpus"}
+    assert calls == []  # stage 0 on one GPU: nothing to split
+    sliders["zero_stage"].value, sliders["n_gpus"].value = 2, 8
+    assert calls[-1] == (2, 8)

@@ -41,9 +41,8 @@ RULES = {kind: tuple(words.split()) for kind, words in {
         smtplib telnetlib paramiko""",
     # Package functions that compute what a graded exercise asks for (the lectures and recipes need them):
     # used in a student's cell, they are evidence for a human, whatever the judges say.
-    "reference": """anlp_ft.memory_measure.measure_saved_activation_bytes anlp_ft.memory_measure.measure_training_step
-        anlp_ft.memory.memory_breakdown anlp_ft.memory.zero_partition anlp_ft.memory.fits anlp_ft.memory.fit_table
-        anlp_ft.memory.calculate anlp_ft.memory.activation_bytes anlp_ft.formatting.encode_chat
+    "reference": """anlp_ft.memory_measure.forward_retained_bytes anlp_ft.memory_measure.measure_training_step
+        anlp_ft.memory.memory_breakdown anlp_ft.memory.activation_bytes anlp_ft.formatting.encode_chat
         anlp_ft.formatting.training_template anlp_ft.formatting.SMOLLM2_TEMPLATE
         anlp_ft.formatting.CHATML_TEMPLATE"""}.items()}
 TAINT = (*RULES["package-path"], "os.environ", "os.getenv", "os.path.expanduser", "os.path.expandvars")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import math
+import numbers
 import weakref
 
 import torch
@@ -12,24 +13,26 @@ from .. import CheckFailed
 
 __all__ = ["ex1", "ex2", "ex3", "ex4"]
 
-KEYS = ("parameters", "gradients", "master weights", "Adam first moment", "Adam second moment")
+KEYS = ("parameters", "gradients", "master weights", "optimizer states")
+# Bytes per parameter, in KEYS' order: stored values, not a computation. Adam's are the lecture's table.
+BYTES_PER_PARAMETER = {
+    ("fp32", "sgd"): (4, 4, 0, 0), ("fp32", "momentum"): (4, 4, 0, 4), ("fp32", "adam"): (4, 4, 0, 8),
+    ("mixed", "sgd"): (2, 2, 4, 0), ("mixed", "momentum"): (2, 2, 4, 4), ("mixed", "adam"): (2, 2, 4, 8)}
 
 
 def ex1(state_bytes) -> str:
-    for precision in ("fp32", "mixed"):
-        got = state_bytes(65e9, precision)
+    for (precision, optimizer), per_parameter in BYTES_PER_PARAMETER.items():
+        got = state_bytes(65e9, precision, optimizer)
         missing = [k for k in KEYS if k not in got]
         if missing:
-            raise CheckFailed(f"state_bytes(..., {precision!r}) is missing the keys {missing}")
-        expected = memory.memory_breakdown(memory.ModelShape("65B", 8192, 80, 64, 64, 22016, 32000, tied=False,
-                                                             n_params_override=65e9),
-                                           memory.TrainSetup(precision=precision))
-        for k in KEYS:
-            if not math.isclose(float(got[k]), expected[k], rel_tol=1e-9, abs_tol=1e-6):
-                per = expected[k] / 65e9
-                raise CheckFailed(f"{precision}: {k} should be {per:g} bytes per parameter "
-                                  f"({expected[k] / 1e9:,.0f} GB for 65B), got {float(got[k]) / 1e9:,.1f} GB")
-    return "16 bytes per parameter in both precisions, split as the lecture's table"
+            raise CheckFailed(f"state_bytes(..., {precision!r}, {optimizer!r}) is missing the keys {missing}")
+        for k, per in zip(KEYS, per_parameter):
+            if not math.isclose(float(got[k]), per * 65e9, rel_tol=1e-9, abs_tol=1e-6):
+                hint = (" (which quantities does the update carry from one step to the next?)"
+                        if k == "optimizer states" else "")
+                raise CheckFailed(f"{precision}, {optimizer}: {k} should be {per:g} bytes per parameter "
+                                  f"({per * 65:,.0f} GB for 65B), got {float(got[k]) / 1e9:,.1f} GB{hint}")
+    return "bytes per parameter for SGD, momentum and Adam in both precisions"
 
 
 def ex2(saved_activation_bytes) -> str:
@@ -69,26 +72,45 @@ def ex2(saved_activation_bytes) -> str:
     return f"{got} bytes on a tiny model, as expected"
 
 
+# ZeRO on 8 GPUs, stages 0-3, for one step's parts (GB): what each GPU keeps. Stored values, not a computation, so
+# that this module holds no answer.
+ZERO_PARTS = {"parameters": 14.0, "gradients": 14.0, "master weights": 28.0, "optimizer states": 56.0,
+              "activations": 3.0, "logit gradients": 1.0}
+ZERO_ON_8 = {0: ZERO_PARTS,
+             1: {**ZERO_PARTS, "master weights": 3.5, "optimizer states": 7.0},
+             2: {**ZERO_PARTS, "gradients": 1.75, "master weights": 3.5, "optimizer states": 7.0},
+             3: {**ZERO_PARTS, "parameters": 1.75, "gradients": 1.75, "master weights": 3.5, "optimizer states": 7.0}}
+
+
 def ex3(zero_per_gpu) -> str:
-    parts = {**memory.memory_breakdown(memory.MODELS["7B"], memory.TrainSetup(seq=256))}
-    for stage in range(4):
-        for n in (1, 8):
-            got = zero_per_gpu(dict(parts), stage, n)
-            expected = memory.zero_partition(parts, stage, n)
-            for k, v in expected.items():
-                if not math.isclose(float(got.get(k, float("nan"))), v, rel_tol=1e-9):
-                    raise CheckFailed(f"stage {stage} on {n} GPUs: {k} should be {v / 1e9:.2f} GB per GPU, got "
-                                      f"{float(got.get(k, float('nan'))) / 1e9:.2f}. Stage 1 splits the optimizer "
-                                      "states (Adam moments and master weights), 2 also gradients, 3 also parameters; "
-                                      "activations are never split")
+    for stage, expected in ZERO_ON_8.items():
+        for n, want in ((8, expected), (1, ZERO_PARTS)):  # one GPU: nothing to split
+            got = zero_per_gpu({k: v * 1e9 for k, v in ZERO_PARTS.items()}, stage, n)
+            for k, v in want.items():
+                value = float(got.get(k, float("nan"))) / 1e9
+                if not math.isclose(value, v, rel_tol=1e-9):
+                    raise CheckFailed(f"stage {stage} on {n} GPUs: {k} should be {v:.2f} GB per GPU, got {value:.2f}. "
+                                      "Stage 1 splits the optimizer states and the master weights, 2 also "
+                                      "gradients, 3 also parameters; activations are never split")
     return "per-GPU bytes match ZeRO stages 0-3"
 
 
-def ex4(gpus_that_fit) -> str:
-    for total in (1e9, 15e9, 40e9, 100e9, 1e12):
-        got = list(gpus_that_fit(total))
-        expected = [name for name in memory.GPUS if memory.fits(total, name)]
-        if sorted(got) != sorted(expected):
-            raise CheckFailed(f"for {total / 1e9:g} GB expected {expected}, got {got}: a GPU with M GB fits a step "
-                              f"of at most 0.9 * M * 1e9 bytes")
-    return "fit decisions match the calculator's"
+def ex4(largest_batch) -> str:
+    """A property, not a stored answer: the batch returned fits, one more sequence does not."""
+    for case in (("1.7B", "lora", 512, "T4"), ("7B", "qlora", 1024, "T4"), ("65B", "full", 512, "H100"),
+                 ("135M", "full", 2048, "A100")):
+        got = largest_batch(*case)
+        model, method, seq, gpu = case
+
+        def fits(batch: int, model=model, method=method, seq=seq, gpu=gpu) -> bool:
+            return memory.calculate(model=model, method=method, batch=batch, seq=seq, gradient_checkpointing=True,
+                                    gpu=gpu).fits
+
+        if isinstance(got, bool) or not isinstance(got, numbers.Integral) or got < 0:
+            raise CheckFailed(f"largest_batch{case} returned {got!r}: expected a batch size, an int >= 0")
+        if got and not fits(got):
+            raise CheckFailed(f"largest_batch{case} = {got}, but a batch of {got} does not fit (mixed precision, "
+                              "gradient checkpointing on, as memory.calculate decides)")
+        if fits(got + 1):
+            raise CheckFailed(f"largest_batch{case} = {got}, but a batch of {got + 1} fits too")
+    return "each batch fits and one more sequence does not"
