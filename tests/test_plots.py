@@ -93,3 +93,12 @@ def test_memory_calculator_widget_builds_without_a_browser():
     assert calls == []  # stage 0 on one GPU: nothing to split
     sliders["zero_stage"].value, sliders["n_gpus"].value = 2, 8
     assert calls[-1] == (2, 8)
+
+
+def test_memory_calculator_names_the_missing_exercise(capsys):
+    def stub(parts, stage, n):
+        raise NotImplementedError
+
+    widget = memory_calculator(zero_per_gpu=stub)
+    next(c for c in widget.children if getattr(c, "description", None) == "zero_stage").value = 1
+    assert "zero_per_gpu (lab 05, exercise 3), which is not implemented yet" in capsys.readouterr().out
