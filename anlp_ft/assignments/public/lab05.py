@@ -95,22 +95,21 @@ def ex3(zero_per_gpu) -> str:
     return "per-GPU bytes match ZeRO stages 0-3"
 
 
+def _fits(model: str, method: str, seq: int, gpu: str, batch: int) -> bool:
+    return memory.calculate(model=model, method=method, batch=batch, seq=seq, gradient_checkpointing=True,
+                            gpu=gpu).fits
+
+
 def ex4(largest_batch) -> str:
     """A property, not a stored answer: the batch returned fits, one more sequence does not."""
     for case in (("1.7B", "lora", 512, "T4"), ("7B", "qlora", 1024, "T4"), ("65B", "full", 512, "H100"),
                  ("135M", "full", 2048, "A100")):
         got = largest_batch(*case)
-        model, method, seq, gpu = case
-
-        def fits(batch: int, model=model, method=method, seq=seq, gpu=gpu) -> bool:
-            return memory.calculate(model=model, method=method, batch=batch, seq=seq, gradient_checkpointing=True,
-                                    gpu=gpu).fits
-
         if isinstance(got, bool) or not isinstance(got, numbers.Integral) or got < 0:
             raise CheckFailed(f"largest_batch{case} returned {got!r}: expected a batch size, an int >= 0")
-        if got and not fits(got):
+        if got and not _fits(*case, got):
             raise CheckFailed(f"largest_batch{case} = {got}, but a batch of {got} does not fit (mixed precision, "
                               "gradient checkpointing on, as memory.calculate decides)")
-        if fits(got + 1):
+        if _fits(*case, got + 1):
             raise CheckFailed(f"largest_batch{case} = {got}, but a batch of {got + 1} fits too")
     return "each batch fits and one more sequence does not"
