@@ -15,6 +15,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from anlp_ft.assignments.assemble import course_code, student_code
 from anlp_ft.assignments.grade import GradingError, assemble, grade, load_lab
 from anlp_ft.assignments.gradebook import read_gradebook
 from anlp_ft.assignments.markers import render_lab
@@ -402,6 +403,11 @@ def test_demo_cells_are_not_run_but_a_students_added_cell_after_one_is(tmp_path)
     assert "use" not in ids and "ex2-hidden-graded" in ids
     assert any(i.startswith("added-") for i in ids[ids.index("ex2-check"):ids.index("ex2-hidden-graded")])
     assert ids[-1] == "grader-skipped" and "use, results" in graded.cells[-1].source
+    # What the suspicious scan reads: the student's cells, and the course's (whose imports the student may use).
+    assert [label.split("-")[0] for label, _ in student_code(graded)] == ["ex1", "ex2", "added", "ex3"]
+    course = course_code(graded)
+    assert any("from anlp_ft.assignments import MISSING" in src for src in course)
+    assert not any("print('mine')" in src or "nonce" in src for src in course)
 
 
 @pytest.mark.parametrize("cell_id", ["ex1", "ex1-hidden"])

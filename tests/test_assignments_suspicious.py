@@ -219,6 +219,15 @@ def test_import_in_an_earlier_cell_names_the_module() -> None:
     assert found("j.dumps = str", "ex2", ("ex1", "import json as j")) == [("ex2", 1, "patch")]
 
 
+def test_a_name_the_courses_own_cells_import_is_that_function_unless_the_student_binds_it() -> None:
+    course = ["!pip install -q anlp-ft", "from anlp_ft.formatting import IGNORE_INDEX, encode_chat as enc"]
+    call = "def build(tokenizer, messages):\n    return enc(tokenizer, messages)"
+    assert [(f.cell, f.line, f.kind) for f in scan([("ex2", call)], course)] == [("ex2", 2, "reference")]
+    assert scan([("ex2", call)]) == []  # without the course's cells, enc is nothing known
+    own = "def enc(tokenizer, messages):\n    return {}\n" + call
+    assert scan([("ex2", own)], course) == []
+
+
 @pytest.mark.parametrize("src, line, kind", [
     ("import threading\nthreading.settrace(print)", 2, "hook"),
     ("import sys\nsys.setprofile(print)", 2, "hook"),

@@ -1,4 +1,5 @@
-"""Cheats a student who reads the grader's public source would try, on the real labs 05 and 06.
+"""Cheats a student who reads the grader's public source would try, on the real labs 05 and 06, and on lab 03 the
+package's own chat labels.
 
 Each is a blank lab plus the cheat. Every hidden test of these labs has a judge, so the verdict is computed in the
 grader's process from the data the kernel hands over: patching json, sys.stdout, builtins, IPython's input
@@ -66,6 +67,9 @@ PACKAGE_ANSWER = {
     return {k: parts[k] for k in ("parameters", "gradients", "master weights", "optimizer states")}'''),
     "06": ("ex1", "from anlp_ft.lora import LoRALinear"),
 }
+PACKAGE_LABELS = '''def build_chat_example(tokenizer, messages, assistant_only=True):
+    marked = training_template(tokenizer)
+    return encode_chat(tokenizer, messages, chat_template=marked, assistant_only=assistant_only)'''
 
 
 def _blank_with(number: str, spec, cheat: str) -> nbformat.NotebookNode:
@@ -102,3 +106,19 @@ def test_cheats_earn_nothing_and_are_flagged(number: str, tmp_path: Path) -> Non
     forged = rows["package-answer"]
     assert "calls the course's own version of an exercise" in forged.status or number == "06", forged.status
     assert forged.scores == {name: 0.0 for name in spec.exercises}, forged
+
+
+def test_the_packages_chat_labels_earn_only_the_whole_sequence_part_of_lab03_ex2(tmp_path: Path) -> None:
+    # The package labels SmolLM2's template (training_template + encode_chat), not the other model's ChatML template
+    # the hidden tests also use, so this earns ex2's second part (the whole sequence, which is plain tokenization).
+    solution = next((ROOT / "solutions").glob("03_*.ipynb"))
+    spec = load_lab(solution)
+    lab = nbformat.reads(render_lab(spec.solution_nb, spec.source_name), as_version=4)
+    next(c for c in lab.cells if c.metadata.get("anlp_ft", {}).get("exercise") == "ex2").source = PACKAGE_LABELS
+    path = tmp_path / "package-labels.ipynb"
+    path.write_text(json.dumps(lab), encoding="utf-8")
+    (row,) = grade(solution, [path], tmp_path / "book.csv", timeout=900, workers=1, output_dir=tmp_path / "runs",
+                   quiet=True)
+    print(f"lab 03 package-labels: {row.scores} {row.status}")
+    assert row.scores == {**{name: 0.0 for name in spec.exercises}, "ex2": 1.5}, row
+    assert "calls the course's own version of an exercise" in row.status, row.status

@@ -204,3 +204,11 @@ def student_code(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:
         if exercise or str(cell.get("id", "")).startswith("added-"):
             cells.append((exercise or cell.id, cell_source(cell)))
     return cells
+
+
+def course_code(nb: nbformat.NotebookNode) -> list[str]:
+    """Sources of an assembled notebook's cells the course wrote (set-up, demonstrations; not the grader's): their
+    imports bind names the student's code uses without importing. What `suspicious.scan` is given beside
+    `student_code`."""
+    return [cell_source(cell) for cell in nb.cells if cell.cell_type == "code" and not _exercise_of(cell)
+            and not str(cell.get("id", "")).startswith("added-") and GRADER_KEY not in cell.get("metadata", {})]

@@ -33,7 +33,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .assemble import Assembled, assemble, solved_lab, student_code
+from .assemble import Assembled, assemble, course_code, solved_lab, student_code
 from .grade_worker import is_memory_error
 from .gradebook import Row, summarize, write_gradebook
 from .judge import judge_parts
@@ -251,7 +251,7 @@ def grade_one(spec: LabSpec, submission: str, data: bytes, run_dir: Path, timeou
     job = {"notebook": assembled.notebook, "nonce": nonce, "timeout": timeout, "memory_mb": memory_mb,
            "parameters": {"PROFILE": profile, "SEED": seed, "GRADING": True}, "start_timeout": 120,
            "mask_paths": list(mask_paths), "threads": threads}
-    findings = scan(student_code(assembled.notebook))
+    findings = scan(student_code(assembled.notebook), course_code(assembled.notebook))
     result = _execute(job, run_dir, timeout)
     scores, parts, notes = _score(spec, result, reference)
     status = _status(assembled, result, "; ".join(filter(None, [_unprotected(result), summary(findings)])))

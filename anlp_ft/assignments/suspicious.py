@@ -144,7 +144,8 @@ def _literal(node: ast.AST | None) -> str | None:
 class _Names:
     """What names mean across all the student's cells (the kernel shares one namespace, so scopes are merged)."""
 
-    def __init__(self) -> None:
+    def __init__(self, given: dict[str, str] | None = None) -> None:
+        self.given = given or {}  # names the course's own cells import: meant unless the student binds them
         self.modules: dict[str, str] = {}  # name -> dotted origin: imports and aliases (j = json, ip = get_ipython())
         self.local: set[str] = set()  # bound otherwise: never taken for a set-up module or a builtin
         self.tainted: set[str] = set()  # assigned from package/home-derived paths
@@ -178,7 +179,8 @@ class _Names:
         if isinstance(node, ast.Name):
             if node.id in self.modules or node.id in self.local:
                 return self.modules.get(node.id)
-            return KNOWN.get(node.id) or (f"builtins.{node.id}" if hasattr(builtins, node.id) else None)
+            return self.given.get(node.id) or KNOWN.get(node.id) or \
+                (f"builtins.{node.id}" if hasattr(builtins, node.id) else None)
         if isinstance(node, ast.Attribute):
             return f"{r}.{node.attr}" if (r := self.resolve(node.value)) else None
         if isinstance(node, ast.Subscript) and self.resolve(node.value) == "sys.modules":
@@ -369,10 +371,13 @@ def _scan_source(src: str, cell: str, names: _Names, out: list[Finding], line: i
     _scan_tree(tree, notes, cell, names, out, line)
 
 
-def scan(cells: Sequence[tuple[str, str]]) -> list[Finding]:
+def scan(cells: Sequence[tuple[str, str]], course: Sequence[str] = ()) -> list[Finding]:
     """Findings in (cell label, source) pairs of the code the student wrote, in cell order, then line order;
-    one per cell, line and kind (the first found)."""
-    parsed, names, out = [(cell, *_parse(src)) for cell, src in cells], _Names(), []
+    one per cell, line and kind (the first found). `course`: the sources of the notebook's own cells, whose
+    imports name what the student's code may use without importing it."""
+    trees = [node for tree, _ in map(_parse, course) for node in getattr(tree, "body", [])]
+    given = dict(pair for node in trees if isinstance(node, (ast.Import, ast.ImportFrom)) for pair in _imported(node))
+    parsed, names, out = [(cell, *_parse(src)) for cell, src in cells], _Names(given), []
     names.bind([tree for _, tree, _ in parsed if tree is not None])  # one namespace: any cell's import counts
     for cell, tree, notes in parsed:
         _scan_tree(tree, notes, cell, names, out)

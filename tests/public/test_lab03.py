@@ -1,13 +1,16 @@
 """anlp_ft.assignments.public.lab03 (chat tuning): each public check passes a right answer and fails a wrong one
 with a message that says what to fix (fast: tokenizer only, one tiny model). The right answers come from the
 solution notebook."""
+import copy
+
 import pytest
 
 from anlp_ft.assignments.checks import CheckFailed
 from anlp_ft.assignments.public import lab03
-from anlp_ft.data.chat import follows_format, follows_rule
+from anlp_ft.data.chat import follows_format, follows_rule, make_chats, recall_chats
 from anlp_ft.evaluate import generate
-from anlp_ft.formatting import IGNORE_INDEX
+from anlp_ft.formatting import IGNORE_INDEX, SMOLLM2_TEMPLATE, _chatml, training_template
+from anlp_ft.formatting import encode_chat as package_encode_chat
 from tests.conftest import solution_answers
 
 SOL = solution_answers("03", IGNORE_INDEX=IGNORE_INDEX)
@@ -80,6 +83,42 @@ def test_lab03_ex2_accepts_the_solution_and_names_common_label_mistakes(tokenize
 
     with pytest.raises(CheckFailed, match="assistant_only=False"):
         lab03.ex2(no_whole, tokenizer)
+
+
+def test_lab03_ex2_refuses_labels_that_only_hold_for_smollm2s_template(tokenizer):
+    # The course's own encoder, given SmolLM2's template marked, is right on SmolLM2 and nowhere else.
+    def package(tok, messages, assistant_only=True):
+        return package_encode_chat(tok, messages, chat_template=training_template(tok), assistant_only=assistant_only)
+
+    with pytest.raises(CheckFailed, match="Qwen2's chat template .* raised ValueError"):
+        lab03.ex2(package, tokenizer)
+
+    def smollm2_text(tok, messages, assistant_only=True):
+        return package_encode_chat(tok, messages, chat_template=SMOLLM2_TEMPLATE, assistant_only=assistant_only)
+
+    with pytest.raises(CheckFailed, match="render with the tokenizer's own template"):
+        lab03.ex2(smollm2_text, tokenizer)
+
+    def fixed_offset(tok, messages, assistant_only=True):  # every turn's start shifted by one token
+        out = encode_chat(tok, messages, assistant_only=assistant_only)
+        if tok.chat_template != lab03.OTHER_TEMPLATE or not assistant_only:
+            return out
+        labels = out["labels"][1:] + [IGNORE_INDEX]
+        return {"input_ids": out["input_ids"], "labels": [t if x != IGNORE_INDEX else x
+                                                          for t, x in zip(out["input_ids"], labels)]}
+
+    with pytest.raises(CheckFailed, match="labelled tokens read"):
+        lab03.ex2(fixed_offset, tokenizer)
+
+
+def test_lab03_other_template_is_labelled_the_same_by_transformers_mask(tokenizer):
+    # The solution's labels on Qwen2's template equal transformers' from the same template with the replies marked.
+    other = copy.deepcopy(tokenizer)
+    other.chat_template = lab03.OTHER_TEMPLATE
+    marked = _chatml("You are a helpful assistant.")
+    for chat in make_chats(8, seed=3, multi_turn=0.5) + recall_chats(4, seed=3):
+        for messages in (chat["messages"], [m for m in chat["messages"] if m["role"] != "system"]):
+            assert encode_chat(other, messages) == package_encode_chat(other, messages, chat_template=marked)
 
 
 def test_lab03_ex3_compares_with_greedy_generation(tokenizer, tiny_model):

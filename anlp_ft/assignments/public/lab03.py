@@ -3,9 +3,12 @@
 Each function checks one exercise and raises CheckFailed with what to fix; a returned string is shown after
 the tick. ex1 and ex2 need only the tokenizer; ex3 runs a few greedy generations. ex1 compares with stored
 renderings (EXPECTED, recomputed from the solution by the course's tests); ex2 with the labels transformers gives
-from the assistant's turns marked in the template (return_assistant_tokens_mask), a different way to find them.
+from the assistant's turns marked in the template (return_assistant_tokens_mask), a different way to find them, and
+then by a property on another model's template: what the labels cover reads each assistant reply and <|im_end|>.
 """
 from __future__ import annotations
+
+import copy
 
 from ...data.chat import follows_format, follows_rule, make_chats, recall_chats
 from ...evaluate import generate
@@ -42,6 +45,12 @@ EXPECTED: dict = {
         "<|end_header_id|>\n\nWhat is my number?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"),
 }
 CASES = {"lecture": EXAMPLE, "two turns": TWO_TURNS}
+# ex2: Qwen2's chat template, ChatML with its own default system prompt. The course's training_template does not know
+# it, so only labels found from the tokenizer's rendering are right on it.
+OTHER_TEMPLATE = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+                  "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+                  "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+                  "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
 # ex1: a Jinja chat template for the Llama 3 format ------------------------------------------------------------
@@ -128,8 +137,42 @@ def ex2(build_chat_example, tokenizer, chats: list[list[dict]] | None = None) ->
         _require(list(whole["input_ids"]) == ids and list(whole["labels"]) == ids,
                  "with assistant_only=False the labels must copy input_ids: the loss on the whole sequence")
     n = sum(x != IGNORE_INDEX for x in want["labels"])
+    _check_on_other_template(build_chat_example, tokenizer)
     return (f"labels match transformers' assistant mask on single- and multi-turn chats ({n} of {len(want['labels'])} "
-            "tokens labelled)")
+            "tokens labelled), and cover exactly the assistant's replies on Qwen2's template")
+
+
+def _labelled_text(tokenizer, ids: list[int], labels: list[int]) -> list[str]:
+    """The text of each run of labelled positions."""
+    runs: list[list[int]] = []
+    for i, (token, label) in enumerate(zip(ids, labels)):
+        if label != IGNORE_INDEX:
+            if i == 0 or labels[i - 1] == IGNORE_INDEX:
+                runs.append([])
+            runs[-1].append(token)
+    return [tokenizer.decode(run) for run in runs]
+
+
+def _check_on_other_template(build_chat_example, tokenizer) -> None:
+    other = copy.deepcopy(tokenizer)
+    other.chat_template = OTHER_TEMPLATE
+    messages = [m for m in TWO_TURNS if m["role"] != "system"]  # Qwen2's template adds its default system prompt
+    where = "with Qwen2's chat template on the tokenizer (ChatML with its own default system prompt)"
+    try:
+        got = build_chat_example(other, messages)
+    except Exception as error:  # e.g. a helper that only knows SmolLM2's template
+        raise CheckFailed(f"{where}, build_chat_example raised {type(error).__name__}: {error}. Find the turns "
+                          "from what the tokenizer's template renders, whatever the template") from None
+    ids = other(other.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"]
+    _require(list(got["input_ids"]) == ids,
+             f"{where}, input_ids must be the tokens of tokenizer.apply_chat_template(messages, tokenize=False): "
+             "render with the tokenizer's own template, not SmolLM2's")
+    want = [m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant"]
+    covered = _labelled_text(other, ids, list(got["labels"]))
+    _require(covered == want,
+             f"{where}, the labelled tokens read {covered!r}, not each assistant reply and its <|im_end|> "
+             f"{want!r}: find where each turn starts and ends from the tokenizer's rendering (render the chat up to "
+             "the turn with add_generation_prompt=True, and through it)")
 
 
 # ex3: adherence and accuracy from greedy replies -------------------------------------------------------------
