@@ -15,7 +15,10 @@ training signal differs:
 
 Held-out accuracy (lenient: the last number is the sum, what lab 04 reports; strict: the answer ends in "The answer
 is N.") and the held-out loss of the gold solutions (the hard-label objective) on one fixed set of problems for every
-seed. The KD loss, the distilling loss_fn and the sequence-level data are lab 04's exercises, taken from its solution.
+seed. Whether a student copies the teacher's mistakes: on the problems the teacher gets wrong (its training questions,
+whose answers are sequence-level KD's data, and the held-out ones), the share where the student gives the teacher's
+wrong number; the hard-label student, trained on the same questions' gold solutions, is the control. The KD loss,
+the distilling loss_fn and the sequence-level data are lab 04's exercises, taken from its solution.
 Prints one JSON line per run and the mean and spread over seeds of each arm and of each arm minus hard labels.
 """
 from __future__ import annotations
@@ -32,7 +35,7 @@ from peft import LoraConfig, get_peft_model
 from seeds import mean_sd_text, paired_text  # benchmarks/seeds.py: run as scripts, the folder is on the path
 
 from anlp_ft.assignments.labspec import load_answers
-from anlp_ft.data.arithmetic import arithmetic_problems, is_correct
+from anlp_ft.data.arithmetic import arithmetic_problems, extract_answer, is_correct
 from anlp_ft.evaluate import generate, perplexity
 from anlp_ft.formatting import IGNORE_INDEX, encode_example, plain_prompt
 from anlp_ft.models import INSTRUCT_MODEL, TEACHER_MODEL, load_model, load_tokenizer
@@ -45,13 +48,27 @@ LORA = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-lin
 ARMS = ("hard labels", "token-level KD", "sequence-level KD")
 
 
-def measure(model, tokenizer, test: list[dict]) -> dict:
+def greedy_answers(model, tokenizer, questions: list[str]) -> list[str | None]:
+    """The number each greedy generation ends with (None: no number)."""
+    outputs = generate(model, tokenizer, [plain_prompt(q) for q in questions], max_new_tokens=MAX_NEW_TOKENS,
+                       batch_size=64)
+    return [extract_answer(o) for o in outputs]
+
+
+def measure(model, tokenizer, test: list[dict], keep_answers: bool = False) -> dict:
     outputs = generate(model, tokenizer, [plain_prompt(p["question"]) for p in test], max_new_tokens=MAX_NEW_TOKENS,
                        batch_size=64)
     gold = [encode_example(tokenizer, plain_prompt(p["question"]), " " + p["solution"]) for p in test]
-    return {"lenient": statistics.mean(is_correct(o, p["answer"]) for o, p in zip(outputs, test)),
-            "strict": statistics.mean(is_correct(o, p["answer"], strict=True) for o, p in zip(outputs, test)),
-            "held-out loss": math.log(perplexity(model, gold, pad_token_id=tokenizer.pad_token_id, batch_size=32))}
+    row = {"lenient": statistics.mean(is_correct(o, p["answer"]) for o, p in zip(outputs, test)),
+           "strict": statistics.mean(is_correct(o, p["answer"], strict=True) for o, p in zip(outputs, test)),
+           "held-out loss": math.log(perplexity(model, gold, pad_token_id=tokenizer.pad_token_id, batch_size=32))}
+    return {**row, "held-out answers": [extract_answer(o) for o in outputs]} if keep_answers else row
+
+
+def copied_mistakes(student: list[str | None], teacher: list[str | None], truth: list[str]) -> float:
+    """Of the problems where the teacher's number is wrong, the share where the student gives that same number."""
+    wrong = [(s, t) for s, t, a in zip(student, teacher, truth) if t is not None and t != a]
+    return sum(s == t for s, t in wrong) / len(wrong) if wrong else math.nan
 
 
 def lora_fit(base, data: list[dict], steps: int, args, seed: int, pad_token_id: int, loss_fn=None):
@@ -76,22 +93,59 @@ def teacher_and_data(teacher_base, tokenizer, test: list[dict], args, seed: int)
 def one_seed(teacher_base, student_base, tokenizer, sol, test: list[dict], args, seed: int) -> list[dict]:
     teacher, problems, gold = teacher_and_data(teacher_base, tokenizer, test, args, seed)
     pad = tokenizer.pad_token_id
-    rows = [{"arm": "teacher", "seed": seed, **measure(teacher, tokenizer, test)}]
-    print(json.dumps(rows[-1]), flush=True)
+    rows = [{"arm": "teacher", "seed": seed, **measure(teacher, tokenizer, test, keep_answers=True)}]
     questions = [p["question"] for p in problems[:args.steps * args.batch]]
     seq_examples, seq_answers = sol.sequence_kd_data(teacher, questions)
+    rows[-1]["training answers"] = [extract_answer(a) for a in seq_answers]  # what sequence-level KD trains on
+    rows[-1]["training truth"] = [p["answer"] for p in problems[:len(questions)]]
+    print(json.dumps(_short(rows[-1])), flush=True)
     right = sum(is_correct(a, p["answer"]) for a, p in zip(seq_answers, problems))
     signals = {"hard labels": (gold[:len(questions)], None),
                "token-level KD": (gold[:len(questions)], sol.make_token_kd_loss(teacher, args.temperature)),
                "sequence-level KD": (seq_examples, None)}
     for arm, (data, loss_fn) in signals.items():
         student = lora_fit(student_base, data, args.steps, args, seed, pad, loss_fn=loss_fn)
-        rows.append({"arm": arm, "seed": seed, "examples": len(data), **measure(student, tokenizer, test)})
+        rows.append({"arm": arm, "seed": seed, "examples": len(data),
+                     **measure(student, tokenizer, test, keep_answers=True),
+                     "training answers": greedy_answers(student, tokenizer, questions)})
         if arm == "sequence-level KD":
             rows[-1]["teacher's right answers"] = right
-        print(json.dumps(rows[-1]), flush=True)
+        print(json.dumps(_short(rows[-1])), flush=True)
         del student
     return rows
+
+
+def _short(row: dict) -> dict:
+    """A row without its per-problem answers, for the progress lines."""
+    return {k: v for k, v in row.items() if not isinstance(v, list)}
+
+
+def mistakes_report(result: dict) -> list[str]:
+    """Each student's share of the teacher's wrong numbers it repeats, on its training and held-out questions."""
+    rows = result["rows"]
+    teacher = {r["seed"]: r for r in rows if r["arm"] == "teacher"}
+    train_truth = {seed: r["training truth"] for seed, r in teacher.items()}
+    lines = ["teacher's mistakes repeated (of the problems the teacher gets wrong, the share where the student gives "
+             "the same wrong number):"]
+    shares: dict[tuple[str, str], list[float]] = {}
+    for arm in ARMS:
+        for where, key in (("training", "training answers"), ("held-out", "held-out answers")):
+            rs = [r for r in rows if r["arm"] == arm]
+            shares[arm, where] = [copied_mistakes(r[key], teacher[r["seed"]][key],
+                                                  train_truth[r["seed"]] if where == "training"
+                                                  else result["held-out truth"]) for r in rs]
+        lines.append(f"{arm:>18}  training questions {mean_sd_text(shares[arm, 'training'])}   held-out "
+                     f"{mean_sd_text(shares[arm, 'held-out'])}")
+    wrong = [sum(t is not None and t != a for t, a in zip(teacher[s]["training answers"], train_truth[s]))
+             for s in sorted(teacher)]
+    lines.append(f"(the teacher is wrong on {', '.join(map(str, wrong))} of {len(train_truth[min(train_truth)])} "
+                 "training questions, per seed)")
+    for arm in ARMS[1:]:
+        for where in ("training", "held-out"):
+            gaps = [100 * (a - h) for a, h in zip(shares[arm, where], shares["hard labels", where])]
+            lines.append(f"{arm} - hard labels, {where} mistakes repeated (points, paired by seed): "
+                         f"{paired_text(gaps)}")
+    return lines
 
 
 def report(result: dict) -> str:
@@ -120,6 +174,8 @@ def report(result: dict) -> str:
         for previous, arm in zip(order, order[1:]):
             text += (" = " if accuracy[arm] == accuracy[previous] else " > ") + arm
         lines.append(f"seed {seed}, lenient accuracy: {text}")
+    if "held-out truth" in result:  # runs before this measure was added have no answers
+        lines += mistakes_report(result)
     return "\n".join(lines)
 
 
@@ -172,7 +228,7 @@ def main() -> None:
     rows = [row for seed in args.seeds for row in one_seed(teacher_base, student_base, tokenizer, sol, test, args,
                                                            seed)]
     save({"settings": {k: v for k, v in vars(args).items() if k not in ("out", "report")},
-          "pre-trained student": before, "rows": rows}, args, report)
+          "pre-trained student": before, "held-out truth": [p["answer"] for p in test], "rows": rows}, args, report)
 
 if __name__ == "__main__":
     main()
