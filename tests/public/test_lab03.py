@@ -99,7 +99,7 @@ def test_lab03_ex2_refuses_labels_that_only_hold_for_smollm2s_template(tokenizer
     with pytest.raises(CheckFailed, match="render with the tokenizer's own template"):
         lab03.ex2(smollm2_text, tokenizer)
 
-    def fixed_offset(tok, messages, assistant_only=True):  # every turn's start shifted by one token
+    def fixed_offset(tok, messages, assistant_only=True):  # on Qwen2's template, each labelled run one token early
         out = encode_chat(tok, messages, assistant_only=assistant_only)
         if tok.chat_template != lab03.OTHER_TEMPLATE or not assistant_only:
             return out
