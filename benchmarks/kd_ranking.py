@@ -129,8 +129,8 @@ def mistakes_report(result: dict) -> list[str]:
              "the same wrong number):"]
     shares: dict[tuple[str, str], list[float]] = {}
     for arm in ARMS:
+        rs = [r for r in rows if r["arm"] == arm]
         for where, key in (("training", "training answers"), ("held-out", "held-out answers")):
-            rs = [r for r in rows if r["arm"] == arm]
             shares[arm, where] = [copied_mistakes(r[key], teacher[r["seed"]][key],
                                                   train_truth[r["seed"]] if where == "training"
                                                   else result["held-out truth"]) for r in rs]

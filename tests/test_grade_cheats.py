@@ -72,6 +72,14 @@ PACKAGE_LABELS = '''def build_chat_example(tokenizer, messages, assistant_only=T
     return encode_chat(tokenizer, messages, chat_template=marked, assistant_only=assistant_only)'''
 
 
+def _blank_answering(spec, exercise: str, answer: str, path: Path) -> Path:
+    """The blank lab with `answer` as the code of `exercise`, written to path."""
+    lab = nbformat.reads(render_lab(spec.solution_nb, spec.source_name), as_version=4)
+    next(c for c in lab.cells if c.metadata.get("anlp_ft", {}).get("exercise") == exercise).source = answer
+    path.write_text(json.dumps(lab), encoding="utf-8")
+    return path
+
+
 def _blank_with(number: str, spec, cheat: str) -> nbformat.NotebookNode:
     """The blank lab with `cheat` in a cell added right after the set-up (before any exercise)."""
     lab = nbformat.reads(render_lab(spec.solution_nb, spec.source_name), as_version=4)
@@ -88,11 +96,7 @@ def test_cheats_earn_nothing_and_are_flagged(number: str, tmp_path: Path) -> Non
     for name, cheat in CHEATS.items():
         paths[name] = tmp_path / f"{name}.ipynb"
         paths[name].write_text(json.dumps(_blank_with(number, spec, cheat)), encoding="utf-8")
-    exercise, answer = PACKAGE_ANSWER[number]
-    lab = nbformat.reads(render_lab(spec.solution_nb, spec.source_name), as_version=4)
-    next(c for c in lab.cells if c.metadata.get("anlp_ft", {}).get("exercise") == exercise).source = answer
-    paths["package-answer"] = tmp_path / "package-answer.ipynb"
-    paths["package-answer"].write_text(json.dumps(lab), encoding="utf-8")
+    paths["package-answer"] = _blank_answering(spec, *PACKAGE_ANSWER[number], tmp_path / "package-answer.ipynb")
 
     rows = {Path(r.submission).stem: r for r in grade(solution, list(paths.values()), tmp_path / "book.csv",
                                                       timeout=900, workers=2, output_dir=tmp_path / "runs",
@@ -113,10 +117,7 @@ def test_the_packages_chat_labels_earn_only_the_whole_sequence_part_of_lab03_ex2
     # the hidden tests also use, so this earns ex2's second part (the whole sequence, which is plain tokenization).
     solution = next((ROOT / "solutions").glob("03_*.ipynb"))
     spec = load_lab(solution)
-    lab = nbformat.reads(render_lab(spec.solution_nb, spec.source_name), as_version=4)
-    next(c for c in lab.cells if c.metadata.get("anlp_ft", {}).get("exercise") == "ex2").source = PACKAGE_LABELS
-    path = tmp_path / "package-labels.ipynb"
-    path.write_text(json.dumps(lab), encoding="utf-8")
+    path = _blank_answering(spec, "ex2", PACKAGE_LABELS, tmp_path / "package-labels.ipynb")
     (row,) = grade(solution, [path], tmp_path / "book.csv", timeout=900, workers=1, output_dir=tmp_path / "runs",
                    quiet=True)
     print(f"lab 03 package-labels: {row.scores} {row.status}")

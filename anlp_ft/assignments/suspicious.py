@@ -376,7 +376,8 @@ def scan(cells: Sequence[tuple[str, str]], course: Sequence[str] = ()) -> list[F
     one per cell, line and kind (the first found). `course`: the sources of the notebook's own cells, whose
     imports name what the student's code may use without importing it."""
     trees = [node for tree, _ in map(_parse, course) for node in getattr(tree, "body", [])]
-    given = dict(pair for node in trees if isinstance(node, (ast.Import, ast.ImportFrom)) for pair in _imported(node))
+    given = {bound: full for node in trees if isinstance(node, (ast.Import, ast.ImportFrom))
+             for bound, full in _imported(node) if bound != "*"}
     parsed, names, out = [(cell, *_parse(src)) for cell, src in cells], _Names(given), []
     names.bind([tree for _, tree, _ in parsed if tree is not None])  # one namespace: any cell's import counts
     for cell, tree, notes in parsed:
