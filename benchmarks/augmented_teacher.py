@@ -23,11 +23,10 @@ import copy
 import json
 import random
 import statistics
-from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
-from seeds import mean_sd_text, paired_text  # benchmarks/seeds.py: run as scripts, the folder is on the path
+from seeds import mean_sd_text, paired_text, save_run  # benchmarks/seeds.py: run as scripts, the folder is on the path
 
 from anlp_ft import distill
 from anlp_ft.assignments.labspec import load_answers
@@ -120,10 +119,7 @@ def main() -> None:
                                                         [r for r in rows if r["arm"] == "unfiltered"])]
         print(f"verified - unfiltered, {key} (points, paired by seed): {paired_text(gaps)}")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        settings = {k: v for k, v in vars(args).items() if k != "out"}
-        Path(args.out).write_text(json.dumps({"settings": settings, "pre-trained": before, "rows": rows}, indent=1)
-                                  + "\n")
+        save_run(args, {"pre-trained": before, "rows": rows})
 
 
 if __name__ == "__main__":

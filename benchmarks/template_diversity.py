@@ -17,10 +17,9 @@ import copy
 import json
 import random
 import statistics
-from pathlib import Path
 
 from peft import LoraConfig, get_peft_model
-from seeds import mean_sd_text, paired_text  # benchmarks/seeds.py: run as scripts, the folder is on the path
+from seeds import mean_sd_text, paired_text, save_run  # benchmarks/seeds.py: run as scripts, the folder is on the path
 
 from anlp_ft.assignments.labspec import load_answers
 from anlp_ft.data.flan import FAMILIES, TaskFamily, task_examples, verify
@@ -47,6 +46,22 @@ def measure(model, tokenizer, sets: dict[str, list[dict]]) -> dict:
     return {f"{name} {k}": v for name, examples in sets.items() for k, v in scores(model, tokenizer, examples).items()}
 
 
+def lab02_solution(base, tokenizer, args: argparse.Namespace, seed: int):
+    """Lab 02's solution (its ex1-ex3) with the set-up names it reads: lab 02's LoRA, and args' steps, batch and lr.
+    ex3 reads SEED from the lab's set-up, so each seed loads it anew."""
+    n = base.config.num_hidden_layers
+
+    def lora_config() -> LoraConfig:  # lab 02's
+        return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM",
+                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                          layers_to_transform=list(range(n // 2, n)))
+
+    given = {"random": random, "TaskFamily": TaskFamily, "tokenizer": tokenizer, "encode_example": encode_example,
+             "plain_prompt": plain_prompt, "get_peft_model": get_peft_model, "lora_config": lora_config,
+             "TrainConfig": TrainConfig, "fit": fit, "STEPS": args.steps, "BATCH": args.batch, "LR": args.lr}
+    return load_answers("02", **given, SEED=seed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
@@ -59,17 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     tokenizer = load_tokenizer(args.model)
     base = load_model(args.model, device=pick_device()).eval()
-    n = base.config.num_hidden_layers
-
-    def lora_config() -> LoraConfig:  # lab 02's
-        return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM",
-                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                          layers_to_transform=list(range(n // 2, n)))
-
-    given = {"random": random, "TaskFamily": TaskFamily, "tokenizer": tokenizer, "encode_example": encode_example,
-             "plain_prompt": plain_prompt, "get_peft_model": get_peft_model, "lora_config": lora_config,
-             "TrainConfig": TrainConfig, "fit": fit, "STEPS": args.steps, "BATCH": args.batch, "LR": args.lr}
-    own_templates = tuple(load_answers("02", **given, SEED=0).my_templates())
+    own_templates = tuple(lab02_solution(base, tokenizer, args, seed=0).my_templates())
     own = TaskFamily(HELD_OUT, own_templates, FAMILIES[HELD_OUT].sample)
     rng = random.Random(HELD_OUT_SEED + 1)
     sets = {"library templates": task_examples(HELD_OUT, args.n_test, seed=HELD_OUT_SEED),
@@ -79,7 +84,7 @@ def main() -> None:
     per_family = -(-args.steps * args.batch // len(TRAIN_FAMILIES))
     rows = []
     for seed in args.seeds:
-        sol = load_answers("02", **given, SEED=seed)  # ex3 reads SEED from the lab's set-up
+        sol = lab02_solution(base, tokenizer, args, seed)
         for arm, single in (("many", False), ("single", True)):
             mixture = sol.build_mixture([FAMILIES[f] for f in TRAIN_FAMILIES], per_family, seed, single)
             seed_everything(seed)
@@ -99,10 +104,7 @@ def main() -> None:
         gaps = [100 * (m[k] - s[k]) for m, s in zip(many, single)]
         print(f"many - single, {k} (points, paired by seed): {paired_text(gaps)}")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        settings = {k: v for k, v in vars(args).items() if k != "out"}
-        Path(args.out).write_text(json.dumps({"settings": settings, "unseen templates": list(own_templates),
-                                              "pre-trained": before, "rows": rows}, indent=1) + "\n")
+        save_run(args, {"unseen templates": list(own_templates), "pre-trained": before, "rows": rows})
 
 
 if __name__ == "__main__":
