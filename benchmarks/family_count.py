@@ -14,14 +14,13 @@ runs that include it against those that do not (at sizes 1 and 2, where both exi
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import itertools
 import json
 import statistics
 
 from seeds import mean_sd_text, save_run  # benchmarks/seeds.py: run as scripts, the folder is on the path
-from template_diversity import HELD_OUT, HELD_OUT_SEED, TRAIN_FAMILIES, lab02_solution, scores
+from template_diversity import HELD_OUT, HELD_OUT_SEED, TRAIN_FAMILIES, lab02_parser, lab02_solution, scores
 
 from anlp_ft.data.flan import FAMILIES, task_examples
 from anlp_ft.models import load_model, load_tokenizer
@@ -29,15 +28,8 @@ from anlp_ft.runtime import pick_device, seed_everything
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser = lab02_parser(__doc__)
     parser.add_argument("--sizes", nargs="*", type=int, default=[1, 2, 4], help="numbers of training families")
-    parser.add_argument("--steps", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--n-test", type=int, default=128, help="held-out examples")
-    parser.add_argument("--model", default=None, help="default: SmolLM2-135M (offline: SmolLM2-135M-Instruct)")
-    parser.add_argument("--out", help="write the settings and rows to this JSON file")
     args = parser.parse_args()
     if not args.sizes or min(args.sizes) < 1 or max(args.sizes) > len(TRAIN_FAMILIES):
         parser.error(f"--sizes must lie between 1 and {len(TRAIN_FAMILIES)} (the training families), got {args.sizes}")

@@ -62,8 +62,9 @@ def lab02_solution(base, tokenizer, args: argparse.Namespace, seed: int):
     return load_answers("02", **given, SEED=seed)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def lab02_parser(description: str) -> argparse.ArgumentParser:
+    """The options of the lab 02 benchmarks: seeds, lab 02's quick training run, held-out size, model, output."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--batch", type=int, default=8)
@@ -71,7 +72,11 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=128, help="held-out examples in each set")
     parser.add_argument("--model", default=None, help="default: SmolLM2-135M (offline: SmolLM2-135M-Instruct)")
     parser.add_argument("--out", help="write the settings and rows to this JSON file")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = lab02_parser(__doc__).parse_args()
     tokenizer = load_tokenizer(args.model)
     base = load_model(args.model, device=pick_device()).eval()
     own_templates = tuple(lab02_solution(base, tokenizer, args, seed=0).my_templates())
