@@ -5,7 +5,7 @@ does any fine-tuning on the model's own samples give the gain?
     python benchmarks/augmented_teacher.py --seeds 0 --n-test 32                              # one quick point
 
 For each seed, the pre-trained model samples K answers to each of AUG_PROBLEMS questions (lab 04's quick profile:
-4 x 32, temperature 0.8), and three LoRA copies of it train for the same steps, batch and learning rate on the same
+4 x 16, temperature 0.8), and three LoRA copies of it train for the same steps, batch and learning rate on the same
 number of examples, differing only in which samples they get:
 
 * verified:   the samples the verifier accepts (the last number is the sum), duplicates dropped: q ∝ p_LLM · A;
@@ -92,8 +92,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--k", type=int, default=4, help="samples per problem")
-    parser.add_argument("--problems", type=int, default=32, help="problems the model samples answers for")
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--problems", type=int, default=16, help="problems the model samples answers for")
+    parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--n-test", type=int, default=128)

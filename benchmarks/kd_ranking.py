@@ -6,7 +6,7 @@ learning rate, on one held-out set. Which one learns most from the teacher, and 
 
 For each seed, as lab 04's quick profile does: the teacher is the pre-trained model after TEACHER_STEPS LoRA steps on
 gold step-by-step solutions (merged); each student is the pre-trained student model (SmolLM2-135M-Instruct) with a
-fresh LoRA adapter, trained for the same steps, batch, learning rate and seed on the same questions. Only the
+fresh LoRA adapter, trained for the same steps, batch, learning rate and seed on the same questions (merged). Only the
 training signal differs:
 
 * hard labels:       the gold solutions, ordinary cross-entropy (the one right token at each position);
@@ -76,7 +76,7 @@ def lora_fit(base, data: list[dict], steps: int, args, seed: int, pad_token_id: 
     model = get_peft_model(copy.deepcopy(base), LORA)
     fit(model, data, TrainConfig(steps=steps, batch_size=args.batch, lr=args.lr, warmup_steps=2, seed=seed,
                                  progress=False), loss_fn=loss_fn, pad_token_id=pad_token_id)
-    return model
+    return model.merge_and_unload().eval()  # merged: evaluated as fast as the pre-trained model
 
 
 def teacher_and_data(teacher_base, tokenizer, test: list[dict], args, seed: int):
@@ -87,7 +87,7 @@ def teacher_and_data(teacher_base, tokenizer, test: list[dict], args, seed: int)
     gold = [encode_example(tokenizer, plain_prompt(p["question"]), " " + p["solution"]) for p in problems]
     teacher = lora_fit(teacher_base, gold[:args.teacher_steps * args.batch], args.teacher_steps, args, seed,
                        tokenizer.pad_token_id)
-    return teacher.merge_and_unload().eval(), problems, gold
+    return teacher, problems, gold
 
 
 def one_seed(teacher_base, student_base, tokenizer, sol, test: list[dict], args, seed: int) -> list[dict]:
@@ -184,7 +184,7 @@ def arguments(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--teacher-steps", type=int, default=14)
-    parser.add_argument("--steps", type=int, default=10, help="optimizer steps of each student")
+    parser.add_argument("--steps", type=int, default=8, help="optimizer steps of each student")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3, help="for the teacher and every student")
     parser.add_argument("--n-test", type=int, default=128)
