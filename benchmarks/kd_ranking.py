@@ -71,11 +71,13 @@ def copied_mistakes(student: list[str | None], teacher: list[str | None], truth:
     return sum(s == t for s, t in wrong) / len(wrong) if wrong else math.nan
 
 
-def lora_fit(base, data: list[dict], steps: int, args, seed: int, pad_token_id: int, loss_fn=None):
+def lora_fit(base, data: list[dict], steps: int, args, seed: int, pad_token_id: int, loss_fn=None,
+             max_grad_norm: float | None = 1.0):
     seed_everything(seed)
     model = get_peft_model(copy.deepcopy(base), LORA)
-    fit(model, data, TrainConfig(steps=steps, batch_size=args.batch, lr=args.lr, warmup_steps=2, seed=seed,
-                                 progress=False), loss_fn=loss_fn, pad_token_id=pad_token_id)
+    config = TrainConfig(steps=steps, batch_size=args.batch, lr=args.lr, warmup_steps=2, seed=seed,
+                         max_grad_norm=max_grad_norm, progress=False)
+    fit(model, data, config, loss_fn=loss_fn, pad_token_id=pad_token_id)
     return model.merge_and_unload().eval()  # merged: evaluated as fast as the pre-trained model
 
 

@@ -9,7 +9,12 @@ size as T grows (Hinton et al.: the soft targets' gradients scale as 1/T²). The
 and the measures are benchmarks/kd_ranking.py's (same seeds: its token-level KD arm is this script's T = 2 with T²);
 only the temperature and the factor differ. With T = 1 the factor is 1, so that arm is run once. fit() optimises with
 AdamW and clips the gradient norm at 1.0: AdamW's update barely depends on a constant factor in the loss, so the
-factor can only act through the clipping and AdamW's epsilon; this script measures whether it does.
+factor can only act through the clipping and AdamW's epsilon; this script measures whether it does, and
+`--max-grad-norm 0` (the students unclipped) tells the two apart:
+
+    python benchmarks/kd_temperature.py --temperatures 4 --max-grad-norm 0 \
+        --out benchmarks/results/kd_temperature_no_clipping.json
+
 Prints one JSON line per run and each arm's mean and spread over seeds.
 """
 from __future__ import annotations
@@ -43,7 +48,8 @@ def one_seed(teacher_base, student_base, tokenizer, sol, test: list[dict], args,
     for name, temperature, factor in arms(args.temperatures):
         loss_fn = sol.make_token_kd_loss(teacher, temperature)
         student = lora_fit(student_base, gold[:args.steps * args.batch], args.steps, args, seed, pad,
-                           loss_fn=loss_fn if factor else without_factor(loss_fn, temperature))
+                           loss_fn=loss_fn if factor else without_factor(loss_fn, temperature),
+                           max_grad_norm=args.max_grad_norm or None)
         rows.append({"arm": name, "temperature": temperature, "T² factor": factor, "seed": seed,
                      **measure(student, tokenizer, test)})
         print(json.dumps(rows[-1]), flush=True)
@@ -55,7 +61,8 @@ def report(result: dict) -> str:
     rows, settings = result["rows"], result["settings"]
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"teacher: {settings['teacher_steps']} LoRA steps; token-level KD students: {settings['steps']} LoRA "
-             f"steps x {settings['batch']}, lr {settings['lr']}; {settings['n_test']} held-out problems",
+             f"steps x {settings['batch']}, lr {settings['lr']}, gradient clipping "
+             f"{settings.get('max_grad_norm', 1.0) or 'none'}; {settings['n_test']} held-out problems",
              f"{'arm':>14}  {'lenient':>15}  {'strict':>15}  {'held-out loss':>15}   mean ± sd over {len(seeds)} seeds"]
     names = list(dict.fromkeys(r["arm"] for r in rows))
     for name in names:
@@ -78,6 +85,8 @@ def report(result: dict) -> str:
 def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--temperatures", nargs="*", type=float, default=[1.0, 2.0, 4.0])
+    parser.add_argument("--max-grad-norm", type=float, default=1.0,
+                        help="the students' gradient clipping (0: none); the teacher is always clipped at 1.0")
     args = parser.parse_args()
     if args.report:
         print(report(json.loads(Path(args.report).read_text())))
