@@ -6,15 +6,22 @@ ability is lost").
     python benchmarks/forgetting.py --seeds 0 --n-test 16                      # one quick point
 
 Each seed tunes the pre-trained model on its own draw of 2-digit sums with short answers (`Question: What is 23 +
-45?\nAnswer: 68`), two ways: lecture 01's LoRA run (24 steps x 16, lr 1e-3) and full fine-tuning for longer (96 steps
-x 16, lr 1e-4), the setting where forgetting is likelier. Every model, and the untuned one, answers the same held-out
-prompts of three other task families (uppercase, last word, comparison) in the same plain format:
+45?\nAnswer: 68`), four ways that cross method and length: LoRA (lecture 01's run: rank 16, lr 1e-3) and full
+fine-tuning (lr 1e-4), each for 24 and for 96 steps x 16. The arms of one length see the same examples, and the
+96-step arms extend the 24-step arms' data, so comparing rows of one length isolates the method and rows of one method
+isolate the length. Every model, and the untuned one, answers the same held-out prompts of three other task families
+(uppercase, last word, comparison) in the same plain format:
 
 * zero-shot: the question alone; lenient (the answer appears in the output), as lecture 01 scores it;
 * few-shot: three solved examples of the same family before the question (the in-context learning the lecture says
   fine-tuning can lose); exact (the first line of the output is the answer) and lenient.
 
-Prints one JSON line per run and the mean and spread over seeds of each arm and of each change from the untuned model.
+Beside these scores, each arm's KL(tuned || pre-trained) on lecture 01's twelve general prompts (its "narrowing"
+measure), so that the KL can be read against what was lost.
+
+Prints one JSON line per run; then the mean and spread over seeds of each arm and of each change from the untuned
+model, each factor's effect with the other held fixed (paired by seed), and how the KL goes with each score over the
+tuned runs. --report FILE prints the table of a saved run again.
 """
 from __future__ import annotations
 
@@ -26,11 +33,11 @@ import statistics
 from pathlib import Path
 
 from peft import LoraConfig, get_peft_model
-from seeds import mean_sd_text  # benchmarks/seeds.py: run as scripts, the folder is on the path
+from seeds import mean_sd_text, paired_text  # benchmarks/seeds.py: run as scripts, the folder is on the path
 
 from anlp_ft.data.arithmetic import arithmetic_problems, is_correct
 from anlp_ft.data.flan import task_examples, verify
-from anlp_ft.evaluate import accuracy, generate
+from anlp_ft.evaluate import accuracy, generate, kl_divergence
 from anlp_ft.formatting import encode_example, plain_prompt
 from anlp_ft.models import load_model, load_tokenizer
 from anlp_ft.runtime import pick_device, seed_everything
@@ -39,7 +46,15 @@ from anlp_ft.train import TrainConfig, fit
 FAMILIES = ("uppercase", "last_word", "comparison")  # lecture 01's other tasks
 HELD_OUT_SEED = 10_000
 SHOTS = 3
+GENERAL_QUESTIONS = ["What is the capital of France?", "Why is the sky blue?", "Name three fruits.",  # lecture 01's
+                     "Who wrote Romeo and Juliet?", "How do I boil an egg?", "What is photosynthesis?",
+                     "Translate 'good morning' into French.", "Give me a synonym for happy."]
+GENERAL_PROMPTS = [plain_prompt(q) for q in GENERAL_QUESTIONS] + [
+    "The weather today is", "Once upon a time, in a small village,", "The best way to learn a language is",
+    "Dear Sir or Madam, I am writing to"]
 ARMS = {"LoRA, 24 steps": {"lora": True, "steps": 24, "lr": 1e-3},
+        "LoRA, 96 steps": {"lora": True, "steps": 96, "lr": 1e-3},
+        "full, 24 steps": {"lora": False, "steps": 24, "lr": 1e-4},
         "full, 96 steps": {"lora": False, "steps": 96, "lr": 1e-4}}
 
 
@@ -47,7 +62,7 @@ def few_shot_prompt(demos: list[dict], question: str) -> str:
     return "\n\n".join([plain_prompt(d["prompt"]) + " " + d["answer"] for d in demos] + [plain_prompt(question)])
 
 
-def measure(model, tokenizer, tasks: list[dict], arithmetic: list[dict]) -> dict:
+def measure(model, tokenizer, tasks: list[dict], arithmetic: list[dict], base=None) -> dict:
     zero = generate(model, tokenizer, [plain_prompt(t["prompt"]) for t in tasks], max_new_tokens=12, batch_size=64)
     few = generate(model, tokenizer, [t["few-shot prompt"] for t in tasks], max_new_tokens=12, batch_size=32)
     first_lines = [o.strip().split("\n")[0] for o in few]
@@ -56,7 +71,8 @@ def measure(model, tokenizer, tasks: list[dict], arithmetic: list[dict]) -> dict
     return {"arithmetic": sums,
             "zero-shot lenient": statistics.mean(verify(o, t["answer"], strict=False) for o, t in zip(zero, tasks)),
             "few-shot exact": statistics.mean(verify(o, t["answer"]) for o, t in zip(first_lines, tasks)),
-            "few-shot lenient": statistics.mean(verify(o, t["answer"], strict=False) for o, t in zip(few, tasks))}
+            "few-shot lenient": statistics.mean(verify(o, t["answer"], strict=False) for o, t in zip(few, tasks)),
+            "KL general": 0.0 if base is None else kl_divergence(model, base, tokenizer, GENERAL_PROMPTS)}
 
 
 def tune(base, tokenizer, problems: list[dict], arm: dict, batch: int, seed: int):
@@ -71,6 +87,39 @@ def tune(base, tokenizer, problems: list[dict], arm: dict, batch: int, seed: int
     return model.eval()
 
 
+def report(result: dict) -> str:
+    before, rows, seeds, arms = result["pre-trained"], result["rows"], result["settings"]["seeds"], \
+        list(result["settings"]["arms"])
+    keys = list(before)
+
+    def values(arm: str, key: str) -> list[float]:
+        return [next(r[key] for r in rows if r["arm"] == arm and r["seed"] == s) for s in seeds]
+
+    lines = [f"{'arm':>16}  " + "  ".join(f"{k:>17}" for k in keys) + f"   mean ± sd over {len(seeds)} seeds, "
+             f"{result['settings']['n_test']} prompts x {len(FAMILIES)} families"]
+    lines.append(f"{'pre-trained':>16}  " + "  ".join(f"{before[k]:>17.3f}" for k in keys))
+    lines += [f"{a:>16}  " + "  ".join(f"{mean_sd_text(values(a, k)):>17}" for k in keys) for a in arms]
+    for a in arms:
+        lines.append(f"{a} minus pre-trained (points): " + ", ".join(
+            f"{k} {statistics.mean(100 * (v - before[k]) for v in values(a, k)):+.1f}" for k in keys
+            if k != "KL general"))
+    # one factor at a time: arms of one length differ only in the method, arms of one method only in the length
+    pairs = [(f"full minus LoRA at {n} steps", f"full, {n} steps", f"LoRA, {n} steps") for n in (24, 96)]
+    pairs += [(f"96 minus 24 steps with {m}", f"{m}, 96 steps", f"{m}, 24 steps") for m in ("LoRA", "full")]
+    for key in ("few-shot exact", "zero-shot lenient"):
+        lines.append(f"{key}, one factor at a time (points, paired by seed):")
+        for label, a, b in pairs:
+            if a in arms and b in arms:
+                lines.append(f"  {label:>27}: " + paired_text([100 * (x - y) for x, y in zip(values(a, key),
+                                                                                           values(b, key))]))
+    tuned = [r for r in rows if "KL general" in r]
+    if len(tuned) > 2:
+        kl = [r["KL general"] for r in tuned]
+        lines.append(f"KL general against each score over the {len(tuned)} tuned runs (Pearson r): " + ", ".join(
+            f"{k} {statistics.correlation(kl, [r[k] for r in tuned]):+.2f}" for k in keys if k != "KL general"))
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
@@ -78,7 +127,11 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=32, help="held-out prompts per task family")
     parser.add_argument("--model", default=None, help="default: SmolLM2-135M (offline: SmolLM2-135M-Instruct)")
     parser.add_argument("--out", help="write the settings and rows to this JSON file")
+    parser.add_argument("--report", help="print the table of a run written with --out, and stop")
     args = parser.parse_args()
+    if args.report:
+        print(report(json.loads(Path(args.report).read_text())))
+        return
     tokenizer = load_tokenizer(args.model)
     base = load_model(args.model, device=pick_device()).eval()
     rng = random.Random(HELD_OUT_SEED)
@@ -97,26 +150,15 @@ def main() -> None:
                                     exclude=[p["question"] for p in arithmetic])
         for name, arm in ARMS.items():
             model = tune(base, tokenizer, train[:arm["steps"] * args.batch], arm, args.batch, seed)
-            rows.append({"arm": name, "seed": seed, **measure(model, tokenizer, tasks, arithmetic)})
+            rows.append({"arm": name, "seed": seed, **measure(model, tokenizer, tasks, arithmetic, base)})
             print(json.dumps(rows[-1]), flush=True)
             del model
-    keys = list(before)
-    print(f"\n{'arm':>16}  " + "  ".join(f"{k:>17}" for k in keys) + f"   mean ± sd over {len(args.seeds)} seeds, "
-          f"{args.n_test} prompts x {len(FAMILIES)} families")
-    print(f"{'pre-trained':>16}  " + "  ".join(f"{before[k]:>17.3f}" for k in keys))
-    for name in ARMS:
-        rs = [r for r in rows if r["arm"] == name]
-        print(f"{name:>16}  " + "  ".join(f"{mean_sd_text(r[k] for r in rs):>17}" for k in keys))
-    for name in ARMS:
-        rs = [r for r in rows if r["arm"] == name]
-        print(f"{name} minus pre-trained (points): " + ", ".join(
-            f"{k} {statistics.mean(100 * (r[k] - before[k]) for r in rs):+.1f}" for k in keys))
+    result = {"settings": {**{k: v for k, v in vars(args).items() if k not in ("out", "report")}, "arms": ARMS,
+                           "shots": SHOTS}, "pre-trained": before, "rows": rows}
+    print("\n" + report(result))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        settings = {k: v for k, v in vars(args).items() if k != "out"}
-        Path(args.out).write_text(json.dumps({"settings": {**settings, "arms": ARMS, "shots": SHOTS},
-                                              "pre-trained": before, "rows": rows}, indent=1) + "\n")
-
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
 
 if __name__ == "__main__":
     main()
