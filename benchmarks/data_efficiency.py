@@ -1,6 +1,6 @@
-"""Data efficiency over seeds: held-out loss of a pre-trained and a randomly initialised model of the same
-configuration, trained on n examples for the same number of optimizer steps (lecture 01's ULMFiT claim: starting from
-a pre-trained model reaches a given quality with far fewer labelled examples).
+"""Data efficiency over seeds: held-out loss and accuracy of a pre-trained and a randomly initialised model of the
+same configuration, trained on n examples for the same number of optimizer steps (lecture 01's ULMFiT claim: starting
+from a pre-trained model reaches a given quality with far fewer labelled examples).
 
     python benchmarks/data_efficiency.py --out benchmarks/results/data_efficiency.json   # the committed run
     python benchmarks/data_efficiency.py --seeds 0 --sizes 8 64 --steps 16               # one quick point
