@@ -26,9 +26,14 @@ import json
 import math
 import re
 import statistics
-from pathlib import Path
 
-from seeds import mean_sd_text, paired_text  # benchmarks/seeds.py: run as scripts, the folder is on the path
+from seeds import (  # benchmarks/seeds.py: run as scripts, the folder is on the path
+    add_run_files,
+    finish_run,
+    mean_sd_text,
+    paired_text,
+    print_saved_report,
+)
 
 from anlp_ft.data.arithmetic import arithmetic_problems
 from anlp_ft.evaluate import accuracy, perplexity
@@ -101,11 +106,9 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=0, help="layers kept in both models (0: all 30)")
     parser.add_argument("--n-test", type=int, default=128, help="held-out problems")
     parser.add_argument("--model", default=None, help="default: SmolLM2-135M (offline: SmolLM2-135M-Instruct)")
-    parser.add_argument("--out", help="write the settings and rows to this JSON file")
-    parser.add_argument("--report", help="print the table of a run written with --out, and stop")
+    add_run_files(parser)
     args = parser.parse_args()
-    if args.report:
-        print(report(json.loads(Path(args.report).read_text())))
+    if print_saved_report(args, report):
         return
     tokenizer = load_tokenizer(args.model)
     base = load_model(args.model, device=pick_device()).eval()
@@ -119,11 +122,7 @@ def main() -> None:
                 rows.append({"init": init, "n": n, "seed": seed,
                              **train_and_measure(base, init, train[:n], held_out, args, seed, tokenizer)})
                 print(json.dumps(rows[-1]), flush=True)
-    result = {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "report")}, "rows": rows}
-    print("\n" + report(result))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    finish_run(args, {"rows": rows}, report)
 
 
 if __name__ == "__main__":

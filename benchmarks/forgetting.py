@@ -30,10 +30,15 @@ import copy
 import json
 import random
 import statistics
-from pathlib import Path
 
 from peft import LoraConfig, get_peft_model
-from seeds import mean_sd_text, paired_text  # benchmarks/seeds.py: run as scripts, the folder is on the path
+from seeds import (  # benchmarks/seeds.py: run as scripts, the folder is on the path
+    add_run_files,
+    finish_run,
+    mean_sd_text,
+    paired_text,
+    print_saved_report,
+)
 
 from anlp_ft.data.arithmetic import arithmetic_problems, is_correct
 from anlp_ft.data.flan import task_examples, verify
@@ -126,11 +131,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--n-test", type=int, default=32, help="held-out prompts per task family")
     parser.add_argument("--model", default=None, help="default: SmolLM2-135M (offline: SmolLM2-135M-Instruct)")
-    parser.add_argument("--out", help="write the settings and rows to this JSON file")
-    parser.add_argument("--report", help="print the table of a run written with --out, and stop")
+    add_run_files(parser)
     args = parser.parse_args()
-    if args.report:
-        print(report(json.loads(Path(args.report).read_text())))
+    if print_saved_report(args, report):
         return
     tokenizer = load_tokenizer(args.model)
     base = load_model(args.model, device=pick_device()).eval()
@@ -153,12 +156,7 @@ def main() -> None:
             rows.append({"arm": name, "seed": seed, **measure(model, tokenizer, tasks, arithmetic, base)})
             print(json.dumps(rows[-1]), flush=True)
             del model
-    result = {"settings": {**{k: v for k, v in vars(args).items() if k not in ("out", "report")}, "arms": ARMS,
-                           "shots": SHOTS}, "pre-trained": before, "rows": rows}
-    print("\n" + report(result))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    finish_run(args, {"pre-trained": before, "rows": rows}, report, arms=ARMS, shots=SHOTS)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,15 @@ import argparse
 import json
 import time
 import warnings
-from pathlib import Path
 
 from peft import LoraConfig, get_peft_model
-from seeds import mean_sd_text, paired_text  # benchmarks/seeds.py: run as scripts, the folder is on the path
+from seeds import (  # benchmarks/seeds.py: run as scripts, the folder is on the path
+    add_run_files,
+    finish_run,
+    mean_sd_text,
+    paired_text,
+    print_saved_report,
+)
 
 from anlp_ft.data.arithmetic import is_correct, train_test_problems
 from anlp_ft.evaluate import accuracy
@@ -76,11 +81,9 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3, help="lab 06's LoRA rate (benchmarks/lora_vs_full.py)")
     parser.add_argument("--model", default=None, help="default: SmolLM2-135M (offline: SmolLM2-135M-Instruct)")
-    parser.add_argument("--out", help="write the rows to this JSON file")
-    parser.add_argument("--report", help="print the table of a run written with --out, and stop")
+    add_run_files(parser)
     args = parser.parse_args()
-    if args.report:
-        print(report(json.loads(Path(args.report).read_text())))
+    if print_saved_report(args, report):
         return
     tokenizer = load_tokenizer(args.model)
     rows = []
@@ -89,10 +92,7 @@ def main() -> None:
             for method in ("LoRA", "QLoRA"):
                 rows.append(run(method, steps, seed, args, tokenizer))
                 print(json.dumps(rows[-1]), flush=True)
-    result = {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "report")}, "rows": rows}
-    print("\n" + report(result))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    finish_run(args, {"rows": rows}, report)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import argparse
 import json
 import statistics
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 
 def mean_sd(values: Iterable[float]) -> tuple[float, float]:
@@ -26,8 +26,34 @@ def paired_text(gaps: list[float], digits: int = 1) -> str:
     return f"{mean:+.{digits}f} ± {sd:.{digits}f}   per seed " + " ".join(f"{g:+.{digits}f}" for g in gaps)
 
 
+def run_settings(args: argparse.Namespace) -> dict:
+    """A run's command-line arguments but where its files go."""
+    return {k: v for k, v in vars(args).items() if k not in ("out", "report")}
+
+
 def save_run(args: argparse.Namespace, payload: dict) -> None:
-    """Write a run's settings (its command-line arguments but --out) and payload to args.out as JSON."""
+    """Write a run's settings and payload to args.out as JSON."""
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in vars(args).items() if k != "out"}
-    Path(args.out).write_text(json.dumps({"settings": settings, **payload}, indent=1) + "\n")
+    Path(args.out).write_text(json.dumps({"settings": run_settings(args), **payload}, indent=1) + "\n")
+
+
+def add_run_files(parser: argparse.ArgumentParser) -> None:
+    """--out (write the run as JSON) and --report (print a saved run's table instead of running)."""
+    parser.add_argument("--out", help="write the settings and rows to this JSON file")
+    parser.add_argument("--report", help="print the table of a run written with --out, and stop")
+
+
+def print_saved_report(args: argparse.Namespace, report: Callable[[dict], str]) -> bool:
+    """With --report FILE, print that saved run's table and return True: the caller stops."""
+    if args.report:
+        print(report(json.loads(Path(args.report).read_text())))
+    return bool(args.report)
+
+
+def finish_run(args: argparse.Namespace, payload: dict, report: Callable[[dict], str], **settings) -> None:
+    """Print the run's table and, with --out, save it; extra settings (constants of the script) are saved too."""
+    result = {"settings": {**run_settings(args), **settings}, **payload}
+    print("\n" + report(result))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
