@@ -3,17 +3,20 @@ same configuration, trained on n examples for the same number of optimizer steps
 from a pre-trained model reaches a given quality with far fewer labelled examples).
 
     python benchmarks/data_efficiency.py --out benchmarks/results/data_efficiency.json   # the committed run
+    python benchmarks/data_efficiency.py --lr 1e-4 --out benchmarks/results/data_efficiency_lr_1e-4.json
     python benchmarks/data_efficiency.py --seeds 0 --sizes 8 64 --steps 16               # one quick point
 
 Lab 01's section 5 in more steps and on the whole model: its quick profile trains every n for 8 steps x 8 on 6 of
 the 30 layers, too few steps for 64 examples to show more than 8 do, so its table shows the initialisation and not a
-curve in n. Here every run takes `--steps` optimizer steps of `--batch` examples (by default 64 x 8: one epoch of the
-largest set, 64 epochs of 8 examples), full fine-tuning at the lab's lr 5e-4, on the first n of each seed's draw of
-2-digit sums with short answers (`Question: What is 23 + 45?\\nAnswer: 68`). Across n only the number of distinct
-examples differs; between the two models at one n only the initial weights. Both keep `--layers` of SmolLM2's 30
-layers (0, the default: all of them, as in the lab's full profile; 6: the lab's quick profile). Every run is scored
-on the same held-out problems: the held-out loss (the mean cross-entropy over their answers, as the lab measures) and
-exact accuracy (the first number the model writes, greedy, is the sum).
+curve in n. Here every run takes `--steps` optimizer steps of `--batch` examples (by default 64 x 8: one epoch of
+the largest set, 64 epochs of 8 examples), full fine-tuning at the lab's lr 5e-4 (`--lr 1e-4`: the lr at which the
+whole pre-trained model learns to add, as `forgetting.py`'s full fine-tuning does; random weights learn less at it
+than at 5e-4), on the first n of each seed's draw of 2-digit sums with short answers
+(`Question: What is 23 + 45?\\nAnswer: 68`). Across n only the number of distinct examples differs; between the two
+models at one n only the initial weights. Both keep `--layers` of SmolLM2's 30 layers (0, the default: all of them,
+as in the lab's full profile; 6: the lab's quick profile). Every run is scored on the same held-out problems: the
+held-out loss (the mean cross-entropy over their answers, as the lab measures) and exact accuracy (the first number
+the model writes, greedy, is the sum).
 
 Prints one JSON line per run, then each model's mean and spread over seeds at each n, and the difference paired by
 seed; --report FILE prints the table of a saved run again.
@@ -76,7 +79,7 @@ def report(result: dict) -> str:
         return [next(r[key] for r in rows if r["init"] == init and r["n"] == n and r["seed"] == s) for s in seeds]
 
     lines = [f"mean ± sd over {len(seeds)} seeds, {settings['steps']} steps x {settings['batch']} for every n, "
-             f"{settings['layers'] or 'all 30'} layers, {settings['n_test']} held-out problems; "
+             f"lr {settings['lr']:g}, {settings['layers'] or 'all 30'} layers, {settings['n_test']} held-out problems; "
              "the last column is random minus pre-trained, paired by seed"]
     for key, digits, unit in (("loss", 3, 1), ("accuracy", 1, 100)):
         lines.append(f"\n{'held-out ' + key:>18}  {'pre-trained':>13}  {'random init':>13}")
