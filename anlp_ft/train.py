@@ -39,6 +39,8 @@ class TrainConfig:
     batch_size: int = 8  # examples per micro-batch, per process
     grad_accum: int = 1  # micro-batches per optimizer step
     lr: float = 1e-4
+    # AdamW's step barely depends on a constant factor in the loss; SGD's (momentum 0.9) scales with it.
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     weight_decay: float = 0.0
     warmup_steps: int = 0
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
@@ -57,6 +59,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "linear", "constant"):
             raise ValueError(f"schedule must be 'cosine', 'linear' or 'constant', got {self.schedule!r}")
         if self.save_every and not self.checkpoint_dir:
@@ -200,8 +204,11 @@ def fit(
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("the model has no trainable parameters (all requires_grad=False)")
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay,
-                                  fused=accelerator.device.type == "cuda")
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay,
+                                      fused=accelerator.device.type == "cuda")
     # Stepped by hand once per optimizer step (accelerate would step a prepared scheduler once per process).
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
     if config.compile:

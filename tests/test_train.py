@@ -1,6 +1,6 @@
 """anlp_ft.train: fit() learns, accumulates exactly (equal and uneven micro-batches), resumes from a checkpoint,
-schedules the learning rate, names bad input, trains LoRA and QLoRA adapters only, and autocasts fp16 with a
-GradScaler."""
+schedules the learning rate, names bad input, steps with AdamW or SGD, trains LoRA and QLoRA adapters only, and
+autocasts fp16 with a GradScaler."""
 import math
 import shutil
 
@@ -68,6 +68,21 @@ def test_bad_input_is_named(tiny_model, data, tokenizer):
         TrainConfig(steps=0)
     with pytest.raises(ValueError, match="save_every needs checkpoint_dir"):
         TrainConfig(save_every=5)
+    with pytest.raises(ValueError, match="optimizer must be 'adamw' or 'sgd'"):
+        TrainConfig(optimizer="adam")
+
+
+def test_a_constant_loss_factor_scales_sgd_steps_not_adamw_steps(data, tiny_model_factory):
+    """What KD's T² factor relies on: one step's weight change grows with the loss's scale under SGD only."""
+    def moved(optimizer: str, factor: float) -> float:
+        model = tiny_model_factory()
+        before = [p.detach().clone() for p in model.parameters()]
+        fit(model, data, TrainConfig(steps=1, batch_size=4, lr=1e-3, optimizer=optimizer, max_grad_norm=None,
+                                     progress=False), loss_fn=lambda m, batch: factor * m(**batch).loss)
+        return sum((p.detach() - b).norm() ** 2 for p, b in zip(model.parameters(), before)).item() ** 0.5
+
+    assert moved("sgd", 16.0) / moved("sgd", 1.0) == pytest.approx(16.0, rel=1e-3)
+    assert moved("adamw", 16.0) / moved("adamw", 1.0) == pytest.approx(1.0, rel=0.05)
 
 
 def test_lora_trains_only_adapters(tiny_model, data):
