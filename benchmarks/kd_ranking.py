@@ -72,11 +72,12 @@ def copied_mistakes(student: list[str | None], teacher: list[str | None], truth:
 
 
 def lora_fit(base, data: list[dict], steps: int, args, seed: int, pad_token_id: int, loss_fn=None,
-             max_grad_norm: float | None = 1.0):
+             max_grad_norm: float | None = 1.0, optimizer: str = "adamw", lr: float | None = None):
+    """A fresh LoRA adapter on `base` trained for `steps` (at lr, default args.lr), merged."""
     seed_everything(seed)
     model = get_peft_model(copy.deepcopy(base), LORA)
-    config = TrainConfig(steps=steps, batch_size=args.batch, lr=args.lr, warmup_steps=2, seed=seed,
-                         max_grad_norm=max_grad_norm, progress=False)
+    config = TrainConfig(steps=steps, batch_size=args.batch, lr=lr or args.lr, optimizer=optimizer, warmup_steps=2,
+                         seed=seed, max_grad_norm=max_grad_norm, progress=False)
     fit(model, data, config, loss_fn=loss_fn, pad_token_id=pad_token_id)
     return model.merge_and_unload().eval()  # merged: evaluated as fast as the pre-trained model
 

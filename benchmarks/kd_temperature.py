@@ -15,15 +15,33 @@ factor can only act through the clipping and AdamW's epsilon; this script measur
     python benchmarks/kd_temperature.py --temperatures 4 --max-grad-norm 0 \
         --out benchmarks/results/kd_temperature_no_clipping.json
 
+Under SGD the step is the lr times the gradient, so there the factor acts directly, as Hinton et al.'s argument
+assumes. `--optimizer sgd` (momentum 0.9, unclipped with `--max-grad-norm 0`) trains the students that way, at
+`--student-lr` (the teacher still trains with AdamW at `--lr`), at a rate where T = 1 learns and at a higher one:
+
+    python benchmarks/kd_temperature.py --optimizer sgd --student-lr 0.05 --max-grad-norm 0 \
+        --out benchmarks/results/kd_temperature_sgd.json
+    python benchmarks/kd_temperature.py --optimizer sgd --student-lr 0.3 --max-grad-norm 0 --temperatures 1 4 \
+        --out benchmarks/results/kd_temperature_sgd_lr_0.3.json
+
+Each run also records the norm of the loss's gradient at the student's first step (a fresh adapter, the first batch):
+the 1/T² argument says that without the factor it shrinks about 16x from T = 1 to T = 4, and with it stays similar.
+
 Prints one JSON line per run and each arm's mean and spread over seeds.
 """
 from __future__ import annotations
 
+import copy
 import json
+import math
 from pathlib import Path
 
-from kd_ranking import arguments, lora_fit, measure, save, setup, teacher_and_data  # benchmarks/: run as scripts
+from kd_ranking import LORA, arguments, lora_fit, measure, save, setup, teacher_and_data  # benchmarks/: scripts
+from peft import get_peft_model
 from seeds import mean_sd_text, paired_text
+
+from anlp_ft.formatting import Collator
+from anlp_ft.runtime import seed_everything
 
 
 def arms(temperatures: list[float]) -> list[tuple[str, float, bool]]:
@@ -41,17 +59,28 @@ def without_factor(loss_fn, temperature: float):
     return lambda student, batch: loss_fn(student, batch) / temperature ** 2
 
 
+def first_gradient_norm(student_base, examples: list[dict], loss_fn, pad_token_id: int, seed: int) -> float:
+    """The norm of the loss's gradient over a fresh adapter's trainable weights on the first batch: the size of the
+    first step SGD takes (times the lr), the quantity Hinton et al.'s 1/T² argument is about."""
+    seed_everything(seed)
+    model = get_peft_model(copy.deepcopy(student_base), LORA)
+    loss_fn(model, Collator(pad_token_id)(examples)).backward()
+    return math.sqrt(sum(float(p.grad.pow(2).sum()) for p in model.parameters() if p.grad is not None))
+
+
 def one_seed(teacher_base, student_base, tokenizer, sol, test: list[dict], args, seed: int) -> list[dict]:
     teacher, _, gold = teacher_and_data(teacher_base, tokenizer, test, args, seed)
     pad = tokenizer.pad_token_id
     rows = []
     for name, temperature, factor in arms(args.temperatures):
         loss_fn = sol.make_token_kd_loss(teacher, temperature)
+        loss_fn = loss_fn if factor else without_factor(loss_fn, temperature)
+        grad_norm = first_gradient_norm(student_base, gold[:args.batch], loss_fn, pad, seed)
         student = lora_fit(student_base, gold[:args.steps * args.batch], args.steps, args, seed, pad,
-                           loss_fn=loss_fn if factor else without_factor(loss_fn, temperature),
-                           max_grad_norm=args.max_grad_norm or None)
+                           loss_fn=loss_fn, max_grad_norm=args.max_grad_norm or None, optimizer=args.optimizer,
+                           lr=args.student_lr)
         rows.append({"arm": name, "temperature": temperature, "T² factor": factor, "seed": seed,
-                     **measure(student, tokenizer, test)})
+                     "first gradient norm": grad_norm, **measure(student, tokenizer, test)})
         print(json.dumps(rows[-1]), flush=True)
         del student
     return rows
@@ -60,25 +89,37 @@ def one_seed(teacher_base, student_base, tokenizer, sol, test: list[dict], args,
 def report(result: dict) -> str:
     rows, settings = result["rows"], result["settings"]
     seeds = sorted({r["seed"] for r in rows})
+    optimizer = settings.get("optimizer", "adamw")
+    grad = all("first gradient norm" in r for r in rows)  # runs before it was recorded lack it
+    keys = ("lenient", "strict", "held-out loss") + (("first gradient norm",) if grad else ())
     lines = [f"teacher: {settings['teacher_steps']} LoRA steps; token-level KD students: {settings['steps']} LoRA "
-             f"steps x {settings['batch']}, lr {settings['lr']}, gradient clipping "
+             f"steps x {settings['batch']}, {'SGD (momentum 0.9)' if optimizer == 'sgd' else 'AdamW'}, "
+             f"lr {settings.get('student_lr') or settings['lr']}, gradient clipping "
              f"{settings.get('max_grad_norm', 1.0) or 'none'}; {settings['n_test']} held-out problems",
-             f"{'arm':>14}  {'lenient':>15}  {'strict':>15}  {'held-out loss':>15}   mean ± sd over {len(seeds)} seeds"]
+             f"{'arm':>14}  {'lenient':>15}  {'strict':>15}  {'held-out loss':>15}"
+             + (f"  {'1st grad norm':>15}" if grad else "") + f"   mean ± sd over {len(seeds)} seeds"]
     names = list(dict.fromkeys(r["arm"] for r in rows))
     for name in names:
         rs = [r for r in rows if r["arm"] == name]
-        lines.append(f"{name:>14}  " + "  ".join(f"{mean_sd_text(r[k] for r in rs):>15}"
-                                                for k in ("lenient", "strict", "held-out loss")))
+        lines.append(f"{name:>14}  " + "  ".join(f"{mean_sd_text(r[k] for r in rs):>15}" for k in keys))
     by = {(r["arm"], r["seed"]): r for r in rows}
     for t in sorted({r["temperature"] for r in rows if not r["T² factor"]}):
         with_, without = f"T = {t:g}", f"T = {t:g}, no T²"
         gaps = [100 * (by[(with_, s)]["lenient"] - by[(without, s)]["lenient"]) for s in seeds]
         lines.append(f"T = {t:g}: with minus without T², lenient (points, paired by seed): {paired_text(gaps)}")
+        gaps = [by[(with_, s)]["held-out loss"] - by[(without, s)]["held-out loss"] for s in seeds]
+        lines.append(f"T = {t:g}: with minus without T², held-out loss (paired by seed): {paired_text(gaps, 3)}")
     reference = f"T = {settings['temperatures'][0]:g}"
     for name in names:
         if name != reference and not name.endswith("no T²"):
             gaps = [100 * (by[(name, s)]["lenient"] - by[(reference, s)]["lenient"]) for s in seeds]
             lines.append(f"{name} minus {reference}, lenient (points, paired by seed): {paired_text(gaps)}")
+    if grad:  # the 1/T² argument: each arm's first gradient over the reference arm's, per seed
+        for name in names:
+            if name != reference:
+                ratios = [by[(name, s)]["first gradient norm"] / by[(reference, s)]["first gradient norm"]
+                          for s in seeds]
+                lines.append(f"{name}: first gradient norm / {reference}'s (paired by seed): {paired_text(ratios, 3)}")
     return "\n".join(lines)
 
 
@@ -87,6 +128,9 @@ def main() -> None:
     parser.add_argument("--temperatures", nargs="*", type=float, default=[1.0, 2.0, 4.0])
     parser.add_argument("--max-grad-norm", type=float, default=1.0,
                         help="the students' gradient clipping (0: none); the teacher is always clipped at 1.0")
+    parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
+                        help="the students' optimizer (sgd: momentum 0.9); the teacher always trains with AdamW")
+    parser.add_argument("--student-lr", type=float, default=None, help="the students' lr (default: --lr)")
     args = parser.parse_args()
     if args.report:
         print(report(json.loads(Path(args.report).read_text())))
