@@ -23,7 +23,6 @@ seed; --report FILE prints the table of a saved run again.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -31,11 +30,11 @@ import re
 import statistics
 
 from seeds import (  # benchmarks/seeds.py: run as scripts, the folder is on the path
-    add_run_files,
     finish_run,
     mean_sd_text,
     paired_text,
     print_saved_report,
+    run_parser,
 )
 
 from anlp_ft.data.arithmetic import arithmetic_problems
@@ -100,16 +99,13 @@ def report(result: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser = run_parser(__doc__)
     parser.add_argument("--sizes", nargs="*", type=int, default=[8, 32, 128, 512], help="training-set sizes n")
     parser.add_argument("--steps", type=int, default=64, help="optimizer steps, the same for every n")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--layers", type=int, default=0, help="layers kept in both models (0: all 30)")
     parser.add_argument("--n-test", type=int, default=128, help="held-out problems")
-    parser.add_argument("--model", default=None, help="default: SmolLM2-135M (offline: SmolLM2-135M-Instruct)")
-    add_run_files(parser)
     args = parser.parse_args()
     if print_saved_report(args, report):
         return

@@ -25,7 +25,6 @@ tuned runs. --report FILE prints the table of a saved run again.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import random
@@ -33,11 +32,11 @@ import statistics
 
 from peft import LoraConfig, get_peft_model
 from seeds import (  # benchmarks/seeds.py: run as scripts, the folder is on the path
-    add_run_files,
     finish_run,
     mean_sd_text,
     paired_text,
     print_saved_report,
+    run_parser,
 )
 
 from anlp_ft.data.arithmetic import arithmetic_problems, is_correct
@@ -126,12 +125,9 @@ def report(result: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser = run_parser(__doc__)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--n-test", type=int, default=32, help="held-out prompts per task family")
-    parser.add_argument("--model", default=None, help="default: SmolLM2-135M (offline: SmolLM2-135M-Instruct)")
-    add_run_files(parser)
     args = parser.parse_args()
     if print_saved_report(args, report):
         return

@@ -13,18 +13,17 @@ the rows, and --report FILE prints their table again.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 import warnings
 
 from peft import LoraConfig, get_peft_model
 from seeds import (  # benchmarks/seeds.py: run as scripts, the folder is on the path
-    add_run_files,
     finish_run,
     mean_sd_text,
     paired_text,
     print_saved_report,
+    run_parser,
 )
 
 from anlp_ft.data.arithmetic import is_correct, train_test_problems
@@ -73,15 +72,12 @@ def report(result: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = run_parser(__doc__)
     parser.add_argument("--steps", nargs="*", type=int, default=[24, 48, 96])
-    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--n-test", type=int, default=512)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3, help="lab 06's LoRA rate (benchmarks/lora_vs_full.py)")
-    parser.add_argument("--model", default=None, help="default: SmolLM2-135M (offline: SmolLM2-135M-Instruct)")
-    add_run_files(parser)
     args = parser.parse_args()
     if print_saved_report(args, report):
         return

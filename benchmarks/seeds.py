@@ -31,16 +31,22 @@ def run_settings(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k not in ("out", "report")}
 
 
-def save_run(args: argparse.Namespace, payload: dict) -> None:
-    """Write a run's settings and payload to args.out as JSON."""
+def save_run(args: argparse.Namespace, payload: dict, **settings) -> None:
+    """Write a run's settings (its arguments, plus the script's constants given as keywords) and payload to args.out
+    as JSON."""
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"settings": run_settings(args), **payload}, indent=1) + "\n")
+    Path(args.out).write_text(json.dumps({"settings": {**run_settings(args), **settings}, **payload}, indent=1) + "\n")
 
 
-def add_run_files(parser: argparse.ArgumentParser) -> None:
-    """--out (write the run as JSON) and --report (print a saved run's table instead of running)."""
+def run_parser(description: str) -> argparse.ArgumentParser:
+    """The options every seeded run shares: --seeds, --model, --out (write the run as JSON) and --report (print a
+    saved run's table instead of running); the script adds its own."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--model", default=None, help="default: SmolLM2-135M (offline: SmolLM2-135M-Instruct)")
     parser.add_argument("--out", help="write the settings and rows to this JSON file")
     parser.add_argument("--report", help="print the table of a run written with --out, and stop")
+    return parser
 
 
 def print_saved_report(args: argparse.Namespace, report: Callable[[dict], str]) -> bool:
@@ -52,8 +58,6 @@ def print_saved_report(args: argparse.Namespace, report: Callable[[dict], str]) 
 
 def finish_run(args: argparse.Namespace, payload: dict, report: Callable[[dict], str], **settings) -> None:
     """Print the run's table and, with --out, save it; extra settings (constants of the script) are saved too."""
-    result = {"settings": {**run_settings(args), **settings}, **payload}
-    print("\n" + report(result))
+    print("\n" + report({"settings": {**run_settings(args), **settings}, **payload}))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        save_run(args, payload, **settings)
