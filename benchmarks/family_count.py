@@ -9,8 +9,10 @@ subsets of a size, and over seeds, is the effect of the number; the spread withi
 
 Each seed draws its own mixtures (lab 02's ex2, `build_mixture`) and LoRA initialisation (ex3, `instruction_tune`),
 both taken from lab 02's solution; the held-out examples (the library's templates) are the same for every run.
-Prints one JSON line per run, then per size the mean ± sd over subsets and seeds, and per family the mean of the
-runs that include it against those that do not (at sizes 1 and 2, where both exist).
+Prints one JSON line per run, then per size the mean ± sd over subsets and seeds; each family trained alone (the same
+steps and examples on one task's bare answers: the control for lab 02's "transfer", which format alone would give),
+exact and lenient over seeds; and per family the mean of the runs that include it against those that do not (at sizes
+1 and 2, where both exist). --report FILE prints the table of a saved run again.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import itertools
 import json
 import statistics
 
-from seeds import mean_sd_text, save_run  # benchmarks/seeds.py: run as scripts, the folder is on the path
+from seeds import finish_run, mean_sd_text, print_saved_report  # benchmarks/seeds.py: the folder is on the path
 from template_diversity import HELD_OUT, HELD_OUT_SEED, TRAIN_FAMILIES, lab02_parser, lab02_solution, scores
 
 from anlp_ft.data.flan import FAMILIES, task_examples
@@ -27,10 +29,39 @@ from anlp_ft.models import load_model, load_tokenizer
 from anlp_ft.runtime import pick_device, seed_everything
 
 
+def report(result: dict) -> str:
+    before, rows, settings = result["pre-trained"], result["rows"], result["settings"]
+    sizes = settings["sizes"]
+    lines = [f"held-out family {HELD_OUT!r}, {settings['n_test']} examples; pre-trained: exact {before['exact']:.3f}, "
+             f"lenient {before['lenient']:.3f}",
+             f"{'families':>9} {'runs':>5} {'exact':>15} {'lenient':>15}   mean ± sd over subsets and seeds "
+             f"({len(settings['seeds'])} seeds)"]
+    for size in sizes:
+        rs = [r for r in rows if r["size"] == size]
+        lines.append(f"{size:>9} {len(rs):>5} {mean_sd_text(r['exact'] for r in rs):>15} "
+                     f"{mean_sd_text(r['lenient'] for r in rs):>15}")
+    if 1 in sizes:
+        lines += ["", "one family alone, mean ± sd over seeds:"]
+        for family in TRAIN_FAMILIES:
+            rs = [r for r in rows if r["families"] == [family]]
+            lines.append(f"  {family:>10}: exact {mean_sd_text(r['exact'] for r in rs)}, "
+                         f"lenient {mean_sd_text(r['lenient'] for r in rs)}")
+    for size in [s for s in sizes if s < len(TRAIN_FAMILIES)]:
+        lines += ["", f"size {size}: mean exact accuracy of the subsets with / without each family"]
+        rs = [r for r in rows if r["size"] == size]
+        for family in TRAIN_FAMILIES:
+            with_f = [r["exact"] for r in rs if family in r["families"]]
+            without = [r["exact"] for r in rs if family not in r["families"]]
+            lines.append(f"  {family:>10}: {statistics.mean(with_f):.3f} with, {statistics.mean(without):.3f} without")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = lab02_parser(__doc__)
     parser.add_argument("--sizes", nargs="*", type=int, default=[1, 2, 4], help="numbers of training families")
     args = parser.parse_args()
+    if print_saved_report(args, report):
+        return
     if not args.sizes or min(args.sizes) < 1 or max(args.sizes) > len(TRAIN_FAMILIES):
         parser.error(f"--sizes must lie between 1 and {len(TRAIN_FAMILIES)} (the training families), got {args.sizes}")
     tokenizer = load_tokenizer(args.model)
@@ -52,24 +83,7 @@ def main() -> None:
                              "final loss": history.final_loss, **scores(model, tokenizer, held_out)})
                 print(json.dumps(rows[-1]), flush=True)
                 del model
-    print(f"\nheld-out family {HELD_OUT!r}, {args.n_test} examples; pre-trained: exact {before['exact']:.3f}, "
-          f"lenient {before['lenient']:.3f}")
-    print(f"{'families':>9} {'runs':>5} {'exact':>15} {'lenient':>15}   mean ± sd over subsets and seeds "
-          f"({len(args.seeds)} seeds)")
-    for size in args.sizes:
-        rs = [r for r in rows if r["size"] == size]
-        print(f"{size:>9} {len(rs):>5} {mean_sd_text(r['exact'] for r in rs):>15} "
-              f"{mean_sd_text(r['lenient'] for r in rs):>15}")
-    for size in [s for s in args.sizes if s < len(TRAIN_FAMILIES)]:
-        print(f"\nsize {size}: mean exact accuracy of the subsets with / without each family")
-        rs = [r for r in rows if r["size"] == size]
-        for family in TRAIN_FAMILIES:
-            with_f = [r["exact"] for r in rs if family in r["families"]]
-            without = [r["exact"] for r in rs if family not in r["families"]]
-            print(f"  {family:>10}: {statistics.mean(with_f):.3f} with, {statistics.mean(without):.3f} without")
-    if args.out:
-        save_run(args, {"pre-trained": before, "rows": rows})
-
+    finish_run(args, {"pre-trained": before, "rows": rows}, report)
 
 if __name__ == "__main__":
     main()

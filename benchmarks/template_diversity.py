@@ -8,7 +8,8 @@ the held-out family, exact (the bare answer: format and content) and lenient (th
 Each seed draws its own training mixture (lab 02's ex2, `build_mixture`) and LoRA initialisation (ex3,
 `instruction_tune`), both taken from lab 02's solution; the held-out examples are the same for every seed, in two
 sets: the library's templates of the held-out family, and three templates no run trains on (the solution's ex1).
-Prints one JSON line per run and the mean and spread over seeds of each arm and of many minus single.
+Prints one JSON line per run and the mean and spread over seeds of each arm and of many minus single. --report FILE
+prints the table of a saved run again.
 """
 from __future__ import annotations
 
@@ -19,7 +20,13 @@ import random
 import statistics
 
 from peft import LoraConfig, get_peft_model
-from seeds import mean_sd_text, paired_text, save_run  # benchmarks/seeds.py: run as scripts, the folder is on the path
+from seeds import (  # benchmarks/seeds.py: run as scripts, the folder is on the path
+    finish_run,
+    mean_sd_text,
+    paired_text,
+    print_saved_report,
+    run_parser,
+)
 
 from anlp_ft.assignments.labspec import load_answers
 from anlp_ft.data.flan import FAMILIES, TaskFamily, task_examples, verify
@@ -63,20 +70,34 @@ def lab02_solution(base, tokenizer, args: argparse.Namespace, seed: int):
 
 
 def lab02_parser(description: str) -> argparse.ArgumentParser:
-    """The options of the lab 02 benchmarks: seeds, lab 02's quick training run, held-out size, model, output."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    """The options every seeded run shares, and lab 02's quick training run and held-out size."""
+    parser = run_parser(description)
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--n-test", type=int, default=128, help="held-out examples in each set")
-    parser.add_argument("--model", default=None, help="default: SmolLM2-135M (offline: SmolLM2-135M-Instruct)")
-    parser.add_argument("--out", help="write the settings and rows to this JSON file")
     return parser
+
+
+def report(result: dict) -> str:
+    before, rows, seeds = result["pre-trained"], result["rows"], result["settings"]["seeds"]
+    keys = list(before)
+    lines = [f"{'arm':>12}  " + "  ".join(f"{k:>28}" for k in keys) + f"   mean ± sd over {len(seeds)} seeds",
+             f"{'pre-trained':>12}  " + "  ".join(f"{before[k]:>28.3f}" for k in keys)]
+    for arm in ("many", "single"):
+        rs = [r for r in rows if r["arm"] == arm]
+        lines.append(f"{arm:>12}  " + "  ".join(f"{mean_sd_text(r[k] for r in rs):>28}" for k in keys))
+    many, single = [r for r in rows if r["arm"] == "many"], [r for r in rows if r["arm"] == "single"]
+    for k in keys:
+        gaps = [100 * (m[k] - s[k]) for m, s in zip(many, single)]
+        lines.append(f"many - single, {k} (points, paired by seed): {paired_text(gaps)}")
+    return "\n".join(lines)
 
 
 def main() -> None:
     args = lab02_parser(__doc__).parse_args()
+    if print_saved_report(args, report):
+        return
     tokenizer = load_tokenizer(args.model)
     base = load_model(args.model, device=pick_device()).eval()
     own_templates = tuple(lab02_solution(base, tokenizer, args, seed=0).my_templates())
@@ -98,19 +119,7 @@ def main() -> None:
                          **measure(model, tokenizer, sets)})
             print(json.dumps(rows[-1]), flush=True)
             del model
-    keys = [f"{s} {k}" for s in sets for k in ("exact", "lenient")]
-    print(f"\n{'arm':>12}  " + "  ".join(f"{k:>28}" for k in keys) + f"   mean ± sd over {len(args.seeds)} seeds")
-    print(f"{'pre-trained':>12}  " + "  ".join(f"{before[k]:>28.3f}" for k in keys))
-    for arm in ("many", "single"):
-        rs = [r for r in rows if r["arm"] == arm]
-        print(f"{arm:>12}  " + "  ".join(f"{mean_sd_text(r[k] for r in rs):>28}" for k in keys))
-    many, single = [r for r in rows if r["arm"] == "many"], [r for r in rows if r["arm"] == "single"]
-    for k in keys:
-        gaps = [100 * (m[k] - s[k]) for m, s in zip(many, single)]
-        print(f"many - single, {k} (points, paired by seed): {paired_text(gaps)}")
-    if args.out:
-        save_run(args, {"unseen templates": list(own_templates), "pre-trained": before, "rows": rows})
-
+    finish_run(args, {"unseen templates": list(own_templates), "pre-trained": before, "rows": rows}, report)
 
 if __name__ == "__main__":
     main()
