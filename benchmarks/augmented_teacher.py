@@ -15,10 +15,10 @@ number of examples, differing only in which samples they get:
 Held-out accuracy is measured on one fixed set of problems for every seed, two ways: lenient (the last number of the
 answer is the sum, what lab 04 reports) and strict (the answer ends in "The answer is N.", the gold solutions' form).
 Prints one JSON line per run and the mean and spread over seeds of each arm and of verified minus unfiltered.
+--report FILE prints the table of a saved run again.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import random
@@ -26,7 +26,13 @@ import statistics
 
 import torch
 from peft import LoraConfig, get_peft_model
-from seeds import mean_sd_text, paired_text, save_run  # benchmarks/seeds.py: run as scripts, the folder is on the path
+from seeds import (  # benchmarks/seeds.py: run as scripts, the folder is on the path
+    finish_run,
+    mean_sd_text,
+    paired_text,
+    print_saved_report,
+    run_parser,
+)
 
 from anlp_ft import distill
 from anlp_ft.assignments.labspec import load_answers
@@ -88,38 +94,41 @@ def one_seed(base, tokenizer, test: list[dict], args, seed: int) -> list[dict]:
     return rows
 
 
+def report(result: dict) -> str:
+    before, rows, seeds = result["pre-trained"], result["rows"], result["settings"]["seeds"]
+    lines = [f"pre-trained: lenient {before['lenient']:.3f}, strict {before['strict']:.3f} "
+             f"({result['settings']['n_test']} held-out problems)",
+             f"{'arm':>10}  {'lenient':>15}  {'strict':>15}  examples (right)   mean ± sd over {len(seeds)} seeds"]
+    for arm in ("verified", "unfiltered", "greedy"):
+        rs = [r for r in rows if r["arm"] == arm]
+        cells = [mean_sd_text(r[key] for r in rs) for key in ("lenient", "strict")]
+        lines.append(f"{arm:>10}  {cells[0]:>15}  {cells[1]:>15}  " + " ".join(f"{r['examples']}({r['right examples']})"
+                                                                               for r in rs))
+    for key in ("lenient", "strict"):
+        gaps = [100 * (v[key] - u[key]) for v, u in zip([r for r in rows if r["arm"] == "verified"],
+                                                        [r for r in rows if r["arm"] == "unfiltered"])]
+        lines.append(f"verified - unfiltered, {key} (points, paired by seed): {paired_text(gaps)}")
+    return "\n".join(lines)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser = run_parser(__doc__, model_help="default: SmolLM2-360M-Instruct (offline: SmolLM2-135M-Instruct)")
     parser.add_argument("--k", type=int, default=4, help="samples per problem")
     parser.add_argument("--problems", type=int, default=16, help="problems the model samples answers for")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--n-test", type=int, default=128)
-    parser.add_argument("--model", default=None, help="default: SmolLM2-360M-Instruct (offline: SmolLM2-135M-Instruct)")
-    parser.add_argument("--out", help="write the settings and rows to this JSON file")
     args = parser.parse_args()
+    if print_saved_report(args, report):
+        return
     tokenizer = load_tokenizer(args.model or TEACHER_MODEL)
     base = load_model(args.model or TEACHER_MODEL, device=pick_device()).eval()
     test = arithmetic_problems(args.n_test, seed=HELD_OUT_SEED)
     before = accuracies(base, tokenizer, test)
     print(json.dumps({"arm": "pre-trained", **before}), flush=True)
     rows = [row for seed in args.seeds for row in one_seed(base, tokenizer, test, args, seed)]
-    print(f"\npre-trained: lenient {before['lenient']:.3f}, strict {before['strict']:.3f} "
-          f"({args.n_test} held-out problems)")
-    print(f"{'arm':>10}  {'lenient':>15}  {'strict':>15}  examples (right)   mean ± sd over {len(args.seeds)} seeds")
-    for arm in ("verified", "unfiltered", "greedy"):
-        rs = [r for r in rows if r["arm"] == arm]
-        cells = [mean_sd_text(r[key] for r in rs) for key in ("lenient", "strict")]
-        print(f"{arm:>10}  {cells[0]:>15}  {cells[1]:>15}  " + " ".join(f"{r['examples']}({r['right examples']})"
-                                                                        for r in rs))
-    for key in ("lenient", "strict"):
-        gaps = [100 * (v[key] - u[key]) for v, u in zip([r for r in rows if r["arm"] == "verified"],
-                                                        [r for r in rows if r["arm"] == "unfiltered"])]
-        print(f"verified - unfiltered, {key} (points, paired by seed): {paired_text(gaps)}")
-    if args.out:
-        save_run(args, {"pre-trained": before, "rows": rows})
+    finish_run(args, {"pre-trained": before, "rows": rows}, report)
 
 
 if __name__ == "__main__":

@@ -28,11 +28,16 @@ import copy
 import json
 import math
 import statistics
-from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
-from seeds import mean_sd_text, paired_text  # benchmarks/seeds.py: run as scripts, the folder is on the path
+from seeds import (  # benchmarks/seeds.py: run as scripts, the folder is on the path
+    finish_run,
+    mean_sd_text,
+    paired_text,
+    print_saved_report,
+    run_parser,
+)
 
 from anlp_ft.assignments.labspec import load_answers
 from anlp_ft.data.arithmetic import arithmetic_problems, extract_answer, is_correct
@@ -184,8 +189,7 @@ def report(result: dict) -> str:
 
 def arguments(description: str) -> argparse.ArgumentParser:
     """The options of the KD benchmarks (this one and kd_temperature.py): lab 04's quick profile by default."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser = run_parser(description, model_help=None)  # a teacher and a student model instead
     parser.add_argument("--teacher-steps", type=int, default=14)
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps of each student")
     parser.add_argument("--batch", type=int, default=8)
@@ -194,8 +198,6 @@ def arguments(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--teacher-model", default=None,
                         help="default: SmolLM2-360M-Instruct (offline: SmolLM2-135M-Instruct)")
     parser.add_argument("--student-model", default=INSTRUCT_MODEL)
-    parser.add_argument("--out", help="write the settings and rows to this JSON file")
-    parser.add_argument("--report", help="print the table of a run written with --out, and stop")
     return parser
 
 
@@ -211,27 +213,19 @@ def setup(args):
     return tokenizer, teacher_base, student_base, sol, arithmetic_problems(args.n_test, seed=HELD_OUT_SEED)
 
 
-def save(result: dict, args, report) -> None:
-    print("\n" + report(result))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-
-
 def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--temperature", type=float, default=2.0)
     args = parser.parse_args()
-    if args.report:
-        print(report(json.loads(Path(args.report).read_text())))
+    if print_saved_report(args, report):
         return
     tokenizer, teacher_base, student_base, sol, test = setup(args)
     before = measure(student_base, tokenizer, test)
     print(json.dumps({"arm": "pre-trained student", **before}), flush=True)
     rows = [row for seed in args.seeds for row in one_seed(teacher_base, student_base, tokenizer, sol, test, args,
                                                            seed)]
-    save({"settings": {k: v for k, v in vars(args).items() if k not in ("out", "report")},
-          "pre-trained student": before, "held-out truth": [p["answer"] for p in test], "rows": rows}, args, report)
+    finish_run(args, {"pre-trained student": before, "held-out truth": [p["answer"] for p in test], "rows": rows},
+               report)
 
 if __name__ == "__main__":
     main()

@@ -34,11 +34,10 @@ from __future__ import annotations
 import copy
 import json
 import math
-from pathlib import Path
 
-from kd_ranking import LORA, arguments, lora_fit, measure, save, setup, teacher_and_data  # benchmarks/: scripts
+from kd_ranking import LORA, arguments, lora_fit, measure, setup, teacher_and_data  # benchmarks/: run as scripts
 from peft import get_peft_model
-from seeds import mean_sd_text, paired_text
+from seeds import finish_run, mean_sd_text, paired_text, print_saved_report
 
 from anlp_ft.formatting import Collator
 from anlp_ft.runtime import seed_everything
@@ -132,14 +131,12 @@ def main() -> None:
                         help="the students' optimizer (sgd: momentum 0.9); the teacher always trains with AdamW")
     parser.add_argument("--student-lr", type=float, default=None, help="the students' lr (default: --lr)")
     args = parser.parse_args()
-    if args.report:
-        print(report(json.loads(Path(args.report).read_text())))
+    if print_saved_report(args, report):
         return
     tokenizer, teacher_base, student_base, sol, test = setup(args)
     rows = [row for seed in args.seeds for row in one_seed(teacher_base, student_base, tokenizer, sol, test, args,
                                                            seed)]
-    save({"settings": {k: v for k, v in vars(args).items() if k not in ("out", "report")}, "rows": rows}, args,
-         report)
+    finish_run(args, {"rows": rows}, report)
 
 if __name__ == "__main__":
     main()

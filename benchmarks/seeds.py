@@ -38,12 +38,15 @@ def save_run(args: argparse.Namespace, payload: dict, **settings) -> None:
     Path(args.out).write_text(json.dumps({"settings": {**run_settings(args), **settings}, **payload}, indent=1) + "\n")
 
 
-def run_parser(description: str) -> argparse.ArgumentParser:
-    """The options every seeded run shares: --seeds, --model, --out (write the run as JSON) and --report (print a
-    saved run's table instead of running); the script adds its own."""
+def run_parser(description: str, model_help: str | None = "default: SmolLM2-135M (offline: SmolLM2-135M-Instruct)"
+               ) -> argparse.ArgumentParser:
+    """The options every seeded run shares: --seeds, --model (with this help; None: the script names its models its
+    own way), --out (write the run as JSON) and --report (print a saved run's table instead of running); the script
+    adds its own."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    parser.add_argument("--model", default=None, help="default: SmolLM2-135M (offline: SmolLM2-135M-Instruct)")
+    if model_help is not None:
+        parser.add_argument("--model", default=None, help=model_help)
     parser.add_argument("--out", help="write the settings and rows to this JSON file")
     parser.add_argument("--report", help="print the table of a run written with --out, and stop")
     return parser
