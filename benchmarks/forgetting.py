@@ -19,6 +19,12 @@ isolate the length. Every model, and the untuned one, answers the same held-out 
 Beside these scores, each arm's KL(tuned || pre-trained) on lecture 01's twelve general prompts (its "narrowing"
 measure), so that the KL can be read against what was lost.
 
+And lecture 01's "behaviour elsewhere changes", scored: 40 general questions with a one-word answer ("What is the
+capital of Japan?", Tokyo), asked in the training frame (`Question: ...\nAnswer:`) and in the model's own chat
+format. For each frame: the share answered right (an accepted answer appears in the reply, as a word), the share
+answered at all (a non-empty reply: the untuned model often ends its turn at once in the training frame), and the
+mean length of the replies in words (the tuning data's answers are one number).
+
 Prints one JSON line per run; then the mean and spread over seeds of each arm and of each change from the untuned
 model, each factor's effect with the other held fixed (paired by seed), and how the KL goes with each score over the
 tuned runs. --report FILE prints the table of a saved run again.
@@ -28,6 +34,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import re
 import statistics
 
 from peft import LoraConfig, get_peft_model
@@ -56,6 +63,29 @@ GENERAL_QUESTIONS = ["What is the capital of France?", "Why is the sky blue?", "
 GENERAL_PROMPTS = [plain_prompt(q) for q in GENERAL_QUESTIONS] + [
     "The weather today is", "Once upon a time, in a small village,", "The best way to learn a language is",
     "Dear Sir or Madam, I am writing to"]
+GENERAL_QA = [  # lecture 01's "behaviour elsewhere": general questions, each with its accepted one-word answers
+    ("What is the capital of France?", ["paris"]), ("Who wrote Romeo and Juliet?", ["shakespeare"]),
+    ("What color is the sky on a clear day?", ["blue"]), ("What is the opposite of hot?", ["cold"]),
+    ("What is the largest planet in our solar system?", ["jupiter"]), ("What is the capital of Japan?", ["tokyo"]),
+    ("What is frozen water called?", ["ice"]), ("Which animal is known as the king of the jungle?", ["lion"]),
+    ("What is the capital of Italy?", ["rome"]), ("Who painted the Mona Lisa?", ["leonardo", "da vinci"]),
+    ("What planet do we live on?", ["earth"]), ("What is the opposite of up?", ["down"]),
+    ("What language is spoken in Spain?", ["spanish"]), ("What is the capital of Germany?", ["berlin"]),
+    ("Which ocean is the largest?", ["pacific"]), ("What do bees make?", ["honey"]),
+    ("What is the closest star to Earth?", ["sun"]), ("What color do you get by mixing blue and yellow?", ["green"]),
+    ("Who was the first president of the United States?", ["washington"]),
+    ("What is the capital of England?", ["london"]), ("What is the tallest animal?", ["giraffe"]),
+    ("What language is spoken in Brazil?", ["portuguese"]), ("In which country are the pyramids of Giza?", ["egypt"]),
+    ("What is the opposite of day?", ["night"]), ("What do cows drink?", ["water"]),
+    ("What is the capital of Spain?", ["madrid"]), ("What color are bananas when they are ripe?", ["yellow"]),
+    ("What is the largest mammal?", ["whale"]), ("Which planet is known as the red planet?", ["mars"]),
+    ("What do you call a baby cat?", ["kitten"]), ("What is the capital of Russia?", ["moscow"]),
+    ("Who developed the theory of relativity?", ["einstein"]), ("What is the hardest natural substance?", ["diamond"]),
+    ("What instrument has 88 keys?", ["piano"]), ("What is the main ingredient of guacamole?", ["avocado"]),
+    ("Which bird is a symbol of peace?", ["dove"]), ("What is the capital of Egypt?", ["cairo"]),
+    ("What metal is liquid at room temperature?", ["mercury"]), ("What is the opposite of big?", ["small", "little"]),
+    ("What season comes after winter?", ["spring"])]
+GENERAL_FRAMES = {"plain": lambda q: plain_prompt(q), "chat": lambda q: [{"role": "user", "content": q}]}
 ARMS = {"LoRA, 24 steps": {"lora": True, "steps": 24, "lr": 1e-3},
         "LoRA, 96 steps": {"lora": True, "steps": 96, "lr": 1e-3},
         "full, 24 steps": {"lora": False, "steps": 24, "lr": 1e-4},
@@ -76,7 +106,24 @@ def measure(model, tokenizer, tasks: list[dict], arithmetic: list[dict], base=No
             "zero-shot lenient": statistics.mean(verify(o, t["answer"], strict=False) for o, t in zip(zero, tasks)),
             "few-shot exact": statistics.mean(verify(o, t["answer"]) for o, t in zip(first_lines, tasks)),
             "few-shot lenient": statistics.mean(verify(o, t["answer"], strict=False) for o, t in zip(few, tasks)),
-            "KL general": 0.0 if base is None else kl_divergence(model, base, tokenizer, GENERAL_PROMPTS)}
+            "KL general": 0.0 if base is None else kl_divergence(model, base, tokenizer, GENERAL_PROMPTS),
+            **general_scores(model, tokenizer)}
+
+
+def right(reply: str, answers: list[str]) -> bool:
+    """An accepted answer appears in the reply as a word (a plural too: "whales"), in any case."""
+    return any(re.search(rf"\b{re.escape(a)}(s|es)?\b", reply.lower()) for a in answers)
+
+
+def general_scores(model, tokenizer) -> dict:
+    scores = {}
+    for frame, prompt in GENERAL_FRAMES.items():
+        replies = [r.strip() for r in generate(model, tokenizer, [prompt(q) for q, _ in GENERAL_QA], max_new_tokens=24,
+                                               batch_size=40)]
+        scores[f"general {frame} right"] = statistics.mean(right(r, a) for r, (_, a) in zip(replies, GENERAL_QA))
+        scores[f"general {frame} answered"] = statistics.mean(bool(r) for r in replies)
+        scores[f"general {frame} words"] = statistics.mean(len(r.split()) for r in replies)
+    return scores
 
 
 def tune(base, tokenizer, problems: list[dict], arm: dict, batch: int, seed: int):
@@ -95,32 +142,48 @@ def report(result: dict) -> str:
     before, rows, seeds, arms = result["pre-trained"], result["rows"], result["settings"]["seeds"], \
         list(result["settings"]["arms"])
     keys = list(before)
+    general = [k for k in keys if k.startswith("general ")]  # absent from runs made before they were scored
 
     def values(arm: str, key: str) -> list[float]:
         return [next(r[key] for r in rows if r["arm"] == arm and r["seed"] == s) for s in seeds]
 
-    lines = [f"{'arm':>16}  " + "  ".join(f"{k:>17}" for k in keys) + f"   mean ± sd over {len(seeds)} seeds, "
-             f"{result['settings']['n_test']} prompts x {len(FAMILIES)} families"]
-    lines.append(f"{'pre-trained':>16}  " + "  ".join(f"{before[k]:>17.3f}" for k in keys))
-    lines += [f"{a:>16}  " + "  ".join(f"{mean_sd_text(values(a, k)):>17}" for k in keys) for a in arms]
+    def change(key: str, gaps: list[float]) -> list[float]:  # shares in points, word counts as they are
+        return gaps if key.endswith(" words") else [100 * g for g in gaps]
+
+    def table(columns: list[str], names: list[str], title: str) -> list[str]:
+        return ([f"{'arm':>16}  " + "  ".join(f"{n:>17}" for n in names) + f"   {title}",
+                 f"{'pre-trained':>16}  " + "  ".join(f"{before[k]:>17.3f}" for k in columns)]
+                + [f"{a:>16}  " + "  ".join(f"{mean_sd_text(values(a, k)):>17}" for k in columns) for a in arms])
+
+    tasks = [k for k in keys if k not in general]
+    lines = table(tasks, tasks, f"mean ± sd over {len(seeds)} seeds, {result['settings']['n_test']} prompts x "
+                  f"{len(FAMILIES)} families")
     for a in arms:
         lines.append(f"{a} minus pre-trained (points): " + ", ".join(
-            f"{k} {statistics.mean(100 * (v - before[k]) for v in values(a, k)):+.1f}" for k in keys
+            f"{k} {statistics.mean(100 * (v - before[k]) for v in values(a, k)):+.1f}" for k in tasks
             if k != "KL general"))
+    if general:
+        lines += [""] + table(general, [k.removeprefix("general ") for k in general],
+                              f"{len(GENERAL_QA)} general questions; right and answered: share, words: mean")
+        for a in arms:
+            lines.append(f"{a} minus pre-trained: " + ", ".join(
+                f"{k.removeprefix('general ')} {statistics.mean(change(k, [v - before[k] for v in values(a, k)])):+.1f}"
+                for k in general))
     # one factor at a time: arms of one length differ only in the method, arms of one method only in the length
     pairs = [(f"full minus LoRA at {n} steps", f"full, {n} steps", f"LoRA, {n} steps") for n in (24, 96)]
     pairs += [(f"96 minus 24 steps with {m}", f"{m}, 96 steps", f"{m}, 24 steps") for m in ("LoRA", "full")]
-    for key in ("few-shot exact", "zero-shot lenient"):
-        lines.append(f"{key}, one factor at a time (points, paired by seed):")
+    for key in ["few-shot exact", "zero-shot lenient"] + [k for k in general if not k.endswith(" answered")]:
+        unit = "words" if key.endswith(" words") else "points"
+        lines.append(f"{key}, one factor at a time ({unit}, paired by seed):")
         for label, a, b in pairs:
             if a in arms and b in arms:
-                lines.append(f"  {label:>27}: " + paired_text([100 * (x - y) for x, y in zip(values(a, key),
-                                                                                           values(b, key))]))
+                lines.append(f"  {label:>27}: " + paired_text(change(key, [x - y for x, y in zip(values(a, key),
+                                                                                                values(b, key))])))
     tuned = [r for r in rows if "KL general" in r]
     if len(tuned) > 2:
         kl = [r["KL general"] for r in tuned]
         lines.append(f"KL general against each score over the {len(tuned)} tuned runs (Pearson r): " + ", ".join(
-            f"{k} {statistics.correlation(kl, [r[k] for r in tuned]):+.2f}" for k in keys if k != "KL general"))
+            f"{k} {statistics.correlation(kl, [r[k] for r in tuned]):+.2f}" for k in tasks if k != "KL general"))
     return "\n".join(lines)
 
 
