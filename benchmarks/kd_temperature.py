@@ -27,6 +27,20 @@ assumes. `--optimizer sgd` (momentum 0.9, unclipped with `--max-grad-norm 0`) tr
 Each run also records the norm of the loss's gradient at the student's first step (a fresh adapter, the first batch):
 the 1/T² argument says that without the factor it shrinks about 16x from T = 1 to T = 4, and with it stays similar.
 
+Under SGD (no weight decay) the loss without the factor at lr η takes exactly the steps of the loss with it at η / T²,
+so each T has one curve over the lr and the factor only moves along it. --sweep FILE ... puts saved SGD runs on that
+one scale (the lr with the factor) and prints each T's curve: the lecture's argument holds if every T has its best lr
+where T = 1 has it. The committed sweep adds lr 0.1, lr 0.6 for T = 1, and one seed at lr 1.6 whose arm without the
+factor is the lr 0.1 run's T = 4 arm again (the sweep prints both):
+
+    python benchmarks/kd_temperature.py --optimizer sgd --student-lr 0.1 --max-grad-norm 0 --temperatures 1 4 \
+        --out benchmarks/results/kd_temperature_sgd_lr_0.1.json
+    python benchmarks/kd_temperature.py --optimizer sgd --student-lr 0.6 --max-grad-norm 0 --temperatures 1 \
+        --out benchmarks/results/kd_temperature_sgd_lr_0.6.json
+    python benchmarks/kd_temperature.py --optimizer sgd --student-lr 1.6 --max-grad-norm 0 --temperatures 4 --seeds 0 \
+        --out benchmarks/results/kd_temperature_sgd_lr_1.6_seed_0.json
+    python benchmarks/kd_temperature.py --sweep benchmarks/results/kd_temperature_sgd*.json
+
 Prints one JSON line per run and each arm's mean and spread over seeds.
 """
 from __future__ import annotations
@@ -34,6 +48,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import statistics
+from pathlib import Path
 
 from kd_ranking import LORA, arguments, lora_fit, measure, setup, teacher_and_data  # benchmarks/: run as scripts
 from peft import get_peft_model
@@ -122,6 +138,42 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
+def sweep_report(results: list[dict]) -> str:
+    """Saved unclipped SGD runs on one lr scale, the lr of the loss with the T² factor (an arm without it at lr η sits
+    at η / T²), each T's points in order of that lr: where does each T's held-out loss stop falling?"""
+    points: dict[tuple[float, float], list[tuple[str, list[dict]]]] = {}
+    for result in results:
+        settings = result["settings"]
+        if settings.get("optimizer") != "sgd" or settings.get("max_grad_norm"):
+            raise SystemExit("--sweep takes unclipped SGD runs only (--optimizer sgd --max-grad-norm 0): under AdamW "
+                             "or clipping the factor is not a change of lr")
+        lr = settings["student_lr"]
+        for name in dict.fromkeys(r["arm"] for r in result["rows"]):
+            rows = [r for r in result["rows"] if r["arm"] == name]
+            t, factor = rows[0]["temperature"], rows[0]["T² factor"]
+            run = f"lr {lr:g}" + ("" if factor or t == 1 else ", no T²")
+            points.setdefault((t, lr if factor else lr / t ** 2), []).append((run, rows))
+    lines = [f"{'T':>3}  {'lr with T²':>10}  {'run':>16}  {'held-out loss':>17}  {'lenient':>15}  {'strict':>15}  "
+             f"{'seeds':>5}   (SGD, momentum 0.9, unclipped; mean ± sd over seeds)"]
+    for t in sorted({t for t, _ in points}):
+        best_loss = min((statistics.mean(r["held-out loss"] for r in rows), lr)
+                        for (tt, lr), runs in points.items() if tt == t for _, rows in runs)[1]
+        for lr in sorted(lr for tt, lr in points if tt == t):
+            for run, rows in points[(t, lr)]:
+                marks = " <- lowest loss" * (lr == best_loss)  # accuracy's spread is too wide to rank by
+                lines.append(f"{t:>3g}  {lr:>10.4g}  {run:>16}  {mean_sd_text(r['held-out loss'] for r in rows):>17}  "
+                             f"{mean_sd_text(r['lenient'] for r in rows):>15}  "
+                             f"{mean_sd_text(r['strict'] for r in rows):>15}  {len(rows):>5}{marks}")
+    for (t, lr), runs in points.items():  # one point reached two ways: the same steps, so the same numbers
+        for (run_a, rows_a), (run_b, rows_b) in zip(runs, runs[1:]):
+            for a in rows_a:
+                for b in (b for b in rows_b if b["seed"] == a["seed"]):
+                    lines.append(f"T = {t:g} at lr {lr:g} with T²: {run_a} and {run_b}, seed {a['seed']}: "
+                                 f"held-out loss {a['held-out loss']:.6f} and {b['held-out loss']:.6f}, "
+                                 f"lenient {a['lenient']:.4f} and {b['lenient']:.4f}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--temperatures", nargs="*", type=float, default=[1.0, 2.0, 4.0])
@@ -130,7 +182,12 @@ def main() -> None:
     parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
                         help="the students' optimizer (sgd: momentum 0.9); the teacher always trains with AdamW")
     parser.add_argument("--student-lr", type=float, default=None, help="the students' lr (default: --lr)")
+    parser.add_argument("--sweep", nargs="+", metavar="FILE",
+                        help="print saved unclipped SGD runs as one lr sweep per T, and stop")
     args = parser.parse_args()
+    if args.sweep:
+        print(sweep_report([json.loads(Path(f).read_text()) for f in args.sweep]))
+        return
     if print_saved_report(args, report):
         return
     tokenizer, teacher_base, student_base, sol, test = setup(args)
