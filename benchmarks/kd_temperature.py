@@ -30,11 +30,15 @@ the 1/T² argument says that without the factor it shrinks about 16x from T = 1 
 Under SGD (no weight decay) the loss without the factor at lr η takes exactly the steps of the loss with it at η / T²,
 so each T has one curve over the lr and the factor only moves along it. --sweep FILE ... puts saved SGD runs on that
 one scale (the lr with the factor) and prints each T's curve: the lecture's argument holds if every T has its best lr
-where T = 1 has it. The committed sweep adds lr 0.1, lr 0.6 for T = 1, and one seed at lr 1.6 whose arm without the
-factor is the lr 0.1 run's T = 4 arm again (the sweep prints both):
+where T = 1 has it. The committed sweep adds lr 0.1, T = 2 at lr 0.1 and 0.3, lr 0.6 for T = 1, and one seed at lr
+1.6 whose arm without the factor is the lr 0.1 run's T = 4 arm again (the sweep prints both):
 
     python benchmarks/kd_temperature.py --optimizer sgd --student-lr 0.1 --max-grad-norm 0 --temperatures 1 4 \
         --out benchmarks/results/kd_temperature_sgd_lr_0.1.json
+    python benchmarks/kd_temperature.py --optimizer sgd --student-lr 0.1 --max-grad-norm 0 --temperatures 2 \
+        --out benchmarks/results/kd_temperature_sgd_lr_0.1_t2.json
+    python benchmarks/kd_temperature.py --optimizer sgd --student-lr 0.3 --max-grad-norm 0 --temperatures 2 \
+        --out benchmarks/results/kd_temperature_sgd_lr_0.3_t2.json
     python benchmarks/kd_temperature.py --optimizer sgd --student-lr 0.6 --max-grad-norm 0 --temperatures 1 \
         --out benchmarks/results/kd_temperature_sgd_lr_0.6.json
     python benchmarks/kd_temperature.py --optimizer sgd --student-lr 1.6 --max-grad-norm 0 --temperatures 4 --seeds 0 \
