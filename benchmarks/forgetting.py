@@ -17,7 +17,12 @@ isolate the length. Every model, and the untuned one, answers the same held-out 
   fine-tuning can lose); exact (the first line of the output is the answer) and lenient.
 
 Beside these scores, each arm's KL(tuned || pre-trained) on lecture 01's twelve general prompts (its "narrowing"
-measure), so that the KL can be read against what was lost.
+measure), so that the KL can be read against what was lost. For its scale, `--arms` can add a floor: LoRA's 24 steps
+on the same prompts with the pre-trained model's own greedy answers as targets (up to 24 tokens, then end of
+sequence): the same steps, lr and prompts, but nothing new to learn, so the KL it reaches is what tuning alone moves:
+
+    python benchmarks/forgetting.py --arms "LoRA, 24 steps" "LoRA, 24 steps, own answers" \
+        --out benchmarks/results/forgetting_own_answers.json
 
 And lecture 01's "behaviour elsewhere changes", scored: 40 general questions with a one-word answer ("What is the
 capital of Japan?", Tokyo), asked in the training frame (`Question: ...\nAnswer:`) and in the model's own chat
@@ -89,7 +94,10 @@ GENERAL_FRAMES = {"plain": lambda q: plain_prompt(q), "chat": lambda q: [{"role"
 ARMS = {"LoRA, 24 steps": {"lora": True, "steps": 24, "lr": 1e-3},
         "LoRA, 96 steps": {"lora": True, "steps": 96, "lr": 1e-3},
         "full, 24 steps": {"lora": False, "steps": 24, "lr": 1e-4},
-        "full, 96 steps": {"lora": False, "steps": 96, "lr": 1e-4}}
+        "full, 96 steps": {"lora": False, "steps": 96, "lr": 1e-4},
+        # the KL's floor: the same prompts with the model's own answers, nothing new to learn (not run by default)
+        "LoRA, 24 steps, own answers": {"lora": True, "steps": 24, "lr": 1e-3, "own answers": True}}
+DEFAULT_ARMS = ["LoRA, 24 steps", "LoRA, 96 steps", "full, 24 steps", "full, 96 steps"]
 
 
 def few_shot_prompt(demos: list[dict], question: str) -> str:
@@ -132,7 +140,10 @@ def tune(base, tokenizer, problems: list[dict], arm: dict, batch: int, seed: int
     if arm["lora"]:
         model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
                                                  task_type="CAUSAL_LM"))
-    data = [encode_example(tokenizer, plain_prompt(p["question"]), " " + p["answer"]) for p in problems]
+    prompts = [plain_prompt(p["question"]) for p in problems]
+    answers = (generate(base, tokenizer, prompts, max_new_tokens=24, batch_size=64) if arm.get("own answers")
+               else [" " + p["answer"] for p in problems])
+    data = [encode_example(tokenizer, prompt, answer) for prompt, answer in zip(prompts, answers)]
     fit(model, data, TrainConfig(steps=arm["steps"], batch_size=batch, lr=arm["lr"], warmup_steps=2, seed=seed,
                                  progress=False), pad_token_id=tokenizer.pad_token_id)
     return model.eval()
@@ -147,13 +158,15 @@ def report(result: dict) -> str:
     def values(arm: str, key: str) -> list[float]:
         return [next(r[key] for r in rows if r["arm"] == arm and r["seed"] == s) for s in seeds]
 
-    def change(key: str, gaps: list[float]) -> list[float]:  # shares in points, word counts as they are
-        return gaps if key.endswith(" words") else [100 * g for g in gaps]
+    def change(key: str, gaps: list[float]) -> list[float]:  # shares in points, word counts and KL as they are
+        return gaps if key.endswith(" words") or key == "KL general" else [100 * g for g in gaps]
+
+    width = max(16, *map(len, arms))
 
     def table(columns: list[str], names: list[str], title: str) -> list[str]:
-        return ([f"{'arm':>16}  " + "  ".join(f"{n:>17}" for n in names) + f"   {title}",
-                 f"{'pre-trained':>16}  " + "  ".join(f"{before[k]:>17.3f}" for k in columns)]
-                + [f"{a:>16}  " + "  ".join(f"{mean_sd_text(values(a, k)):>17}" for k in columns) for a in arms])
+        return ([f"{'arm':>{width}}  " + "  ".join(f"{n:>17}" for n in names) + f"   {title}",
+                 f"{'pre-trained':>{width}}  " + "  ".join(f"{before[k]:>17.3f}" for k in columns)]
+                + [f"{a:>{width}}  " + "  ".join(f"{mean_sd_text(values(a, k)):>17}" for k in columns) for a in arms])
 
     tasks = [k for k in keys if k not in general]
     lines = table(tasks, tasks, f"mean ± sd over {len(seeds)} seeds, {result['settings']['n_test']} prompts x "
@@ -172,13 +185,15 @@ def report(result: dict) -> str:
     # one factor at a time: arms of one length differ only in the method, arms of one method only in the length
     pairs = [(f"full minus LoRA at {n} steps", f"full, {n} steps", f"LoRA, {n} steps") for n in (24, 96)]
     pairs += [(f"96 minus 24 steps with {m}", f"{m}, 96 steps", f"{m}, 24 steps") for m in ("LoRA", "full")]
-    for key in ["few-shot exact", "zero-shot lenient"] + [k for k in general if not k.endswith(" answered")]:
-        unit = "words" if key.endswith(" words") else "points"
+    pairs += [("own minus task answers", "LoRA, 24 steps, own answers", "LoRA, 24 steps")]  # the KL's floor
+    for key in ["KL general", "few-shot exact", "zero-shot lenient"] + [k for k in general
+                                                                         if not k.endswith(" answered")]:
+        unit = "KL" if key == "KL general" else "words" if key.endswith(" words") else "points"
         lines.append(f"{key}, one factor at a time ({unit}, paired by seed):")
         for label, a, b in pairs:
             if a in arms and b in arms:
-                lines.append(f"  {label:>27}: " + paired_text(change(key, [x - y for x, y in zip(values(a, key),
-                                                                                                values(b, key))])))
+                gaps = change(key, [x - y for x, y in zip(values(a, key), values(b, key))])
+                lines.append(f"  {label:>27}: " + paired_text(gaps, 3 if key == "KL general" else 1))
     tuned = [r for r in rows if "KL general" in r]
     if len(tuned) > 2:
         kl = [r["KL general"] for r in tuned]
@@ -191,6 +206,8 @@ def main() -> None:
     parser = run_parser(__doc__)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--n-test", type=int, default=32, help="held-out prompts per task family")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=DEFAULT_ARMS, metavar="ARM",
+                        help="the tuned arms, by name (default: the first four): " + ", ".join(f'"{a}"' for a in ARMS))
     args = parser.parse_args()
     if print_saved_report(args, report):
         return
@@ -208,14 +225,16 @@ def main() -> None:
     print(json.dumps({"arm": "pre-trained", **before}), flush=True)
     rows = []
     for seed in args.seeds:
+        # every arm's examples are a prefix of one draw, the same whichever arms run
         train = arithmetic_problems(max(a["steps"] for a in ARMS.values()) * args.batch, seed=seed,
                                     exclude=[p["question"] for p in arithmetic])
-        for name, arm in ARMS.items():
+        for name, arm in ((a, ARMS[a]) for a in args.arms):
             model = tune(base, tokenizer, train[:arm["steps"] * args.batch], arm, args.batch, seed)
             rows.append({"arm": name, "seed": seed, **measure(model, tokenizer, tasks, arithmetic, base)})
             print(json.dumps(rows[-1]), flush=True)
             del model
-    finish_run(args, {"pre-trained": before, "rows": rows}, report, arms=ARMS, shots=SHOTS)
+    finish_run(args, {"pre-trained": before, "rows": rows}, report, arms={a: ARMS[a] for a in args.arms},
+               shots=SHOTS)
 
 
 if __name__ == "__main__":
