@@ -85,5 +85,6 @@ def main() -> None:
                 del model
     finish_run(args, {"pre-trained": before, "rows": rows}, report)
 
+
 if __name__ == "__main__":
     main()

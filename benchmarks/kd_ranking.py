@@ -227,5 +227,6 @@ def main() -> None:
     finish_run(args, {"pre-trained student": before, "held-out truth": [p["answer"] for p in test], "rows": rows},
                report)
 
+
 if __name__ == "__main__":
     main()

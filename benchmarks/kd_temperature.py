@@ -199,5 +199,6 @@ def main() -> None:
                                                            seed)]
     finish_run(args, {"rows": rows}, report)
 
+
 if __name__ == "__main__":
     main()

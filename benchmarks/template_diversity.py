@@ -121,5 +121,6 @@ def main() -> None:
             del model
     finish_run(args, {"unseen templates": list(own_templates), "pre-trained": before, "rows": rows}, report)
 
+
 if __name__ == "__main__":
     main()
