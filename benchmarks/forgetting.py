@@ -17,12 +17,15 @@ isolate the length. Every model, and the untuned one, answers the same held-out 
   fine-tuning can lose); exact (the first line of the output is the answer) and lenient.
 
 Beside these scores, each arm's KL(tuned || pre-trained) on lecture 01's twelve general prompts (its "narrowing"
-measure), so that the KL can be read against what was lost. For its scale, `--arms` can add a floor: LoRA's 24 steps
-on the same prompts with the pre-trained model's own greedy answers as targets (up to 24 tokens, then end of
-sequence): the same steps, lr and prompts, but nothing new to learn, so the KL it reaches is what tuning alone moves:
+measure), so that the KL can be read against what was lost. For its scale, `--arms` can add a floor: 24 steps of
+LoRA or of full fine-tuning on the same prompts with the pre-trained model's own greedy answers as targets (up to 24
+tokens, then end of sequence): the same steps, lr and prompts, but nothing new to learn, so the KL it reaches is what
+tuning alone moves:
 
     python benchmarks/forgetting.py --arms "LoRA, 24 steps" "LoRA, 24 steps, own answers" \
         --out benchmarks/results/forgetting_own_answers.json
+    python benchmarks/forgetting.py --arms "full, 24 steps" "full, 24 steps, own answers" \
+        --out benchmarks/results/forgetting_own_answers_full.json
 
 And lecture 01's "behaviour elsewhere changes", scored: 40 general questions with a one-word answer ("What is the
 capital of Japan?", Tokyo), asked in the training frame (`Question: ...\nAnswer:`) and in the model's own chat
@@ -96,7 +99,8 @@ ARMS = {"LoRA, 24 steps": {"lora": True, "steps": 24, "lr": 1e-3},
         "full, 24 steps": {"lora": False, "steps": 24, "lr": 1e-4},
         "full, 96 steps": {"lora": False, "steps": 96, "lr": 1e-4},
         # the KL's floor: the same prompts with the model's own answers, nothing new to learn (not run by default)
-        "LoRA, 24 steps, own answers": {"lora": True, "steps": 24, "lr": 1e-3, "own answers": True}}
+        "LoRA, 24 steps, own answers": {"lora": True, "steps": 24, "lr": 1e-3, "own answers": True},
+        "full, 24 steps, own answers": {"lora": False, "steps": 24, "lr": 1e-4, "own answers": True}}
 DEFAULT_ARMS = ["LoRA, 24 steps", "LoRA, 96 steps", "full, 24 steps", "full, 96 steps"]
 
 
@@ -185,7 +189,8 @@ def report(result: dict) -> str:
     # one factor at a time: arms of one length differ only in the method, arms of one method only in the length
     pairs = [(f"full minus LoRA at {n} steps", f"full, {n} steps", f"LoRA, {n} steps") for n in (24, 96)]
     pairs += [(f"96 minus 24 steps with {m}", f"{m}, 96 steps", f"{m}, 24 steps") for m in ("LoRA", "full")]
-    pairs += [("own minus task answers", "LoRA, 24 steps, own answers", "LoRA, 24 steps")]  # the KL's floor
+    pairs += [(f"own minus task answers, {m}", f"{m}, 24 steps, own answers", f"{m}, 24 steps")  # the KL's floor
+              for m in ("LoRA", "full")]
     for key in ["KL general", "few-shot exact", "zero-shot lenient"] + [k for k in general
                                                                          if not k.endswith(" answered")]:
         unit = "KL" if key == "KL general" else "words" if key.endswith(" words") else "points"
