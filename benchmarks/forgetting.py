@@ -17,7 +17,7 @@ isolate the length. Every model, and the untuned one, answers the same held-out 
   fine-tuning can lose); exact (the first line of the output is the answer) and lenient.
 
 Beside these scores, each arm's KL(tuned || pre-trained) on lecture 01's twelve general prompts (its "narrowing"
-measure), so that the KL can be read against what was lost. For its scale, `--arms` can add a floor: 24 steps of
+measure), so that the KL can be read against what was lost. For its scale, `--arms` can add a reference: 24 steps of
 LoRA or of full fine-tuning on the same prompts with the pre-trained model's own greedy answers as targets (up to 24
 tokens, then end of sequence): the same steps, lr and prompts, but nothing new to learn, so the KL it reaches is what
 tuning alone moves:
@@ -42,7 +42,6 @@ from __future__ import annotations
 import copy
 import json
 import random
-import re
 import statistics
 
 from peft import LoraConfig, get_peft_model
@@ -93,12 +92,12 @@ GENERAL_QA = [  # lecture 01's "behaviour elsewhere": general questions, each wi
     ("Which bird is a symbol of peace?", ["dove"]), ("What is the capital of Egypt?", ["cairo"]),
     ("What metal is liquid at room temperature?", ["mercury"]), ("What is the opposite of big?", ["small", "little"]),
     ("What season comes after winter?", ["spring"])]
-GENERAL_FRAMES = {"plain": lambda q: plain_prompt(q), "chat": lambda q: [{"role": "user", "content": q}]}
+GENERAL_FRAMES = {"plain": plain_prompt, "chat": lambda q: [{"role": "user", "content": q}]}
 ARMS = {"LoRA, 24 steps": {"lora": True, "steps": 24, "lr": 1e-3},
         "LoRA, 96 steps": {"lora": True, "steps": 96, "lr": 1e-3},
         "full, 24 steps": {"lora": False, "steps": 24, "lr": 1e-4},
         "full, 96 steps": {"lora": False, "steps": 96, "lr": 1e-4},
-        # the KL's floor: the same prompts with the model's own answers, nothing new to learn (not run by default)
+        # the KL's reference: the same prompts with the model's own answers, nothing new to learn (not run by default)
         "LoRA, 24 steps, own answers": {"lora": True, "steps": 24, "lr": 1e-3, "own answers": True},
         "full, 24 steps, own answers": {"lora": False, "steps": 24, "lr": 1e-4, "own answers": True}}
 DEFAULT_ARMS = ["LoRA, 24 steps", "LoRA, 96 steps", "full, 24 steps", "full, 96 steps"]
@@ -123,8 +122,8 @@ def measure(model, tokenizer, tasks: list[dict], arithmetic: list[dict], base=No
 
 
 def right(reply: str, answers: list[str]) -> bool:
-    """An accepted answer appears in the reply as a word (a plural too: "whales"), in any case."""
-    return any(re.search(rf"\b{re.escape(a)}(s|es)?\b", reply.lower()) for a in answers)
+    """An accepted answer appears in the reply as a word (the lenient verifier), its plural too ("whales")."""
+    return any(verify(reply, a + plural, strict=False) for a in answers for plural in ("", "s", "es"))
 
 
 def general_scores(model, tokenizer) -> dict:
@@ -189,7 +188,7 @@ def report(result: dict) -> str:
     # one factor at a time: arms of one length differ only in the method, arms of one method only in the length
     pairs = [(f"full minus LoRA at {n} steps", f"full, {n} steps", f"LoRA, {n} steps") for n in (24, 96)]
     pairs += [(f"96 minus 24 steps with {m}", f"{m}, 96 steps", f"{m}, 24 steps") for m in ("LoRA", "full")]
-    pairs += [(f"own minus task answers, {m}", f"{m}, 24 steps, own answers", f"{m}, 24 steps")  # the KL's floor
+    pairs += [(f"own minus task answers, {m}", f"{m}, 24 steps, own answers", f"{m}, 24 steps")  # the KL's reference
               for m in ("LoRA", "full")]
     for key in ["KL general", "few-shot exact", "zero-shot lenient"] + [k for k in general
                                                                          if not k.endswith(" answered")]:
