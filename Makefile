@@ -24,10 +24,14 @@ course: setup
 	$(BIN)/anlp-ft course --out $(OUT)
 
 # The whole test suite: lint, labs in sync with solutions, unit tests, every notebook re-executed by nbval.
+# TEST_WORKERS pytest-xdist workers, each on its own share of the cores (tests/conftest.py); a notebook's cells stay
+# on one worker (--dist loadfile), in order, in one kernel.
+TEST_WORKERS ?= 2
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/anlp-ft assign --check
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests $(NOTEBOOKS) --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile tests $(NOTEBOOKS) \
+		--nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 assign: setup
 	$(BIN)/anlp-ft assign

@@ -12,8 +12,29 @@ import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from anlp_ft.assignments.grade import usable_cores
 from anlp_ft.assignments.labspec import load_answers
+from anlp_ft.assignments.sandbox import THREAD_VARIABLES
 from anlp_ft.models import load_model, load_tokenizer
+
+
+def worker_cores(worker: str, workers: int, cores: list[int]) -> list[int]:
+    """The cores pytest-xdist worker `worker` ("gw0", "gw1", ...) of `workers` takes: every workers-th one from its
+    index, or one core shared with other workers when there are more workers than cores."""
+    index = int(worker.removeprefix("gw"))
+    return cores[index::workers] or [cores[index % len(cores)]]
+
+
+def pytest_configure(config):
+    """`make test` runs two pytest-xdist workers. Each takes its own share of the cores (the CPU affinity, which the
+    notebook and grading kernels it starts inherit) and that many threads, so the two never oversubscribe them."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker or not hasattr(os, "sched_setaffinity"):
+        return
+    share = worker_cores(worker, int(os.environ["PYTEST_XDIST_WORKER_COUNT"]), sorted(os.sched_getaffinity(0)))
+    os.sched_setaffinity(0, share)
+    os.environ.update(dict.fromkeys(THREAD_VARIABLES, str(len(share))))
+    torch.set_num_threads(usable_cores())
 
 
 @pytest.fixture(scope="session")

@@ -9,17 +9,19 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from anlp_ft.assignments.assemble import course_code, student_code
-from anlp_ft.assignments.grade import GradingError, assemble, grade, load_lab
+from anlp_ft.assignments.grade import GradingError, assemble, grade, load_lab, usable_cores
 from anlp_ft.assignments.gradebook import read_gradebook
 from anlp_ft.assignments.markers import render_lab
-from tests.conftest import processes_with
+from tests.conftest import processes_with, worker_cores
 
 FIXTURES = Path(__file__).parent / "fixtures" / "grading"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -122,8 +124,10 @@ MONKEYPATCH = ("def add(a, b):\n    return a - b\n"
                "checks.Checker.__call__ = lambda self, *args, **kwargs: True")
 
 # Finds the solution on disk and runs its exercise cells (a student who read the grader's source could).
+# Where pytest puts the fixture's solution (with pytest-xdist, under the worker's popen-gwN folder).
+SOLUTION_GLOB = "/tmp/pytest-of-*/pytest-*/**/course*/solutions/90_grading_fixture.ipynb"
 READ_SOLUTION = ("import glob, json\n"
-                 "found = glob.glob('/tmp/pytest-of-*/pytest-*/course*/solutions/90_grading_fixture.ipynb')\n"
+                 f"found = glob.glob({SOLUTION_GLOB!r}, recursive=True)\n"
                  "cells = json.load(open(found[0]))['cells'] if found else []\n"
                  "for c in cells:\n"
                  "    if c.get('id') in ('ex1', 'ex2', 'ex3'):\n"
@@ -202,6 +206,21 @@ def test_one_row_per_submission_with_the_gradebook_columns(batch) -> None:
     frame = pandas.read_csv(batch["root"] / "gradebook.csv")
     assert len(frame) == len(BAD)
     assert frame["percent"].dtype.kind == "f"
+
+
+def test_two_workers_kernels_share_the_cores_this_process_may_use(batch) -> None:
+    logs = [json.loads(p.read_text()) for p in (batch["root"] / "runs").glob("*/grading.json")]
+    threads = {log["protections"]["threads"] for log in logs if "threads" in log.get("protections", {})}
+    assert threads == {max(1, usable_cores() // 2)}, threads
+
+
+def test_each_test_worker_takes_its_own_share_of_the_cores() -> None:
+    assert worker_cores("gw0", 2, [0, 1]) == [0] and worker_cores("gw1", 2, [0, 1]) == [1]
+    assert worker_cores("gw1", 2, [0, 1, 2, 3]) == [1, 3]
+    assert worker_cores("gw2", 3, [4, 5]) == [4]  # more workers than cores: one core, shared
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # under `make test`: this worker's affinity, threads and kernels' env
+        assert torch.get_num_threads() == usable_cores() == int(os.environ["OMP_NUM_THREADS"])
+        assert usable_cores() <= -(-(os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
 
 
 def test_solution_scores_full_marks_and_blank_lab_zero(batch) -> None:
@@ -520,8 +539,7 @@ def test_a_batch_killed_half_way_and_run_again_equals_one_run(solution_path, uni
 def test_the_solution_on_disk_is_out_of_the_kernels_reach(batch, solution_path) -> None:
     import glob
 
-    pattern = "/tmp/pytest-of-*/pytest-*/course*/solutions/90_grading_fixture.ipynb"
-    assert str(solution_path) in glob.glob(pattern), "the cheat's pattern must find the solution from outside"
+    assert str(solution_path) in glob.glob(SOLUTION_GLOB, recursive=True), "the cheat must find the solution"
     row = batch["book"]["reads_solution"]
     assert scores(row) == (0, 0, 0)
     assert "suspicious" in row["status"]

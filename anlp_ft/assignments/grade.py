@@ -41,7 +41,7 @@ from .labspec import GradingError, LabSpec, load_lab
 from .reports import canvas_csv, feedback_markdown, gradescope_results, summary_markdown, write_histogram, write_json
 from .suspicious import scan, summary
 
-__all__ = ["GradingError", "LabSpec", "Row", "assemble", "grade", "grade_one", "load_lab"]
+__all__ = ["GradingError", "LabSpec", "Row", "assemble", "grade", "grade_one", "load_lab", "usable_cores"]
 
 DEFAULT_TIMEOUT_S = 600
 DEFAULT_MEMORY_MB = 8192
@@ -294,6 +294,12 @@ def _stored_row(record_file: Path, key: dict) -> tuple[Row, dict[str, Any]] | No
     return Row(r["submission"], r["scores"], r["total"], r["max_total"], r["status"]), record
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (narrowed by taskset, a container's cpuset or a parallel
+    test worker), not the machine's count. Parallel kernels share these."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def grade(lab: str | Path, submissions: list[str | Path], out_csv: str | Path, timeout: float = DEFAULT_TIMEOUT_S,
           memory_mb: int = DEFAULT_MEMORY_MB, workers: int = 1, output_dir: str | Path | None = None,
           seed: int = 0, profile: str = "quick", quiet: bool = False, shard: str | None = None,
@@ -330,7 +336,7 @@ def grade(lab: str | Path, submissions: list[str | Path], out_csv: str | Path, t
         raise GradingError(f"the output folder {output_dir} holds submissions; pick another --output-dir")
     output_dir.mkdir(parents=True, exist_ok=True)
     masks = mask_paths_for(spec, output_dir, [n for n in names if snapshots[n] is not None])
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))  # workers share the cores, never oversubscribe
+    threads = max(1, usable_cores() // max(1, workers))  # workers share the cores, never oversubscribe
     resumed = 0
     interrupted = threading.Event()  # set on Ctrl-C / SIGTERM: a run cut short by it must not be recorded
     secret = secrets.randbelow(2**31)  # the probes' inputs: new every run, on disk only in the masked runs folder
