@@ -12,7 +12,6 @@ import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from anlp_ft.assignments.grade import usable_cores
 from anlp_ft.assignments.labspec import load_answers
 from anlp_ft.assignments.sandbox import THREAD_VARIABLES
 from anlp_ft.models import load_model, load_tokenizer
@@ -34,7 +33,7 @@ def pytest_configure(config):
     share = worker_cores(worker, int(os.environ["PYTEST_XDIST_WORKER_COUNT"]), sorted(os.sched_getaffinity(0)))
     os.sched_setaffinity(0, share)
     os.environ.update(dict.fromkeys(THREAD_VARIABLES, str(len(share))))
-    torch.set_num_threads(usable_cores())
+    torch.set_num_threads(len(share))
 
 
 @pytest.fixture(scope="session")

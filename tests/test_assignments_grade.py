@@ -123,9 +123,9 @@ MONKEYPATCH = ("def add(a, b):\n    return a - b\n"
                "import anlp_ft.assignments.checks as checks\n"
                "checks.Checker.__call__ = lambda self, *args, **kwargs: True")
 
-# Finds the solution on disk and runs its exercise cells (a student who read the grader's source could).
 # Where pytest puts the fixture's solution (with pytest-xdist, under the worker's popen-gwN folder).
 SOLUTION_GLOB = "/tmp/pytest-of-*/pytest-*/**/course*/solutions/90_grading_fixture.ipynb"
+# Finds the solution on disk and runs its exercise cells (a student who read the grader's source could).
 READ_SOLUTION = ("import glob, json\n"
                  f"found = glob.glob({SOLUTION_GLOB!r}, recursive=True)\n"
                  "cells = json.load(open(found[0]))['cells'] if found else []\n"
