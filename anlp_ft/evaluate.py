@@ -81,6 +81,14 @@ class EvalResult:
     def n(self) -> int:
         return len(self.correct)
 
+    def split(self, size: int) -> list[EvalResult]:
+        """Consecutive parts of `size` prompts each: the results of several prompt sets evaluated in one call (one
+        generation batch instead of one per set)."""
+        if size <= 0 or self.n % size:
+            raise ValueError(f"cannot split {self.n} results into parts of {size}: size must divide the count")
+        return [EvalResult(sum(self.correct[i: i + size]) / size, self.correct[i: i + size], self.outputs[i: i + size])
+                for i in range(0, self.n, size)]
+
     def __repr__(self) -> str:
         return f"EvalResult(accuracy={self.accuracy:.3f}, n={self.n})"
 

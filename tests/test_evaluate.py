@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from anlp_ft.evaluate import accuracy, generate, kl_divergence, perplexity
+from anlp_ft.evaluate import EvalResult, accuracy, generate, kl_divergence, perplexity
 from anlp_ft.formatting import encode_example, pad_batch
 
 
@@ -32,6 +32,15 @@ def test_accuracy_grades_with_the_verifier(smollm, tokenizer):
     result = accuracy(smollm, tokenizer, chats, ["Paris", "Berlin"], lambda out, ans: ans in out, max_new_tokens=12)
     assert result.correct == [True, False]
     assert result.accuracy == 0.5
+
+
+def test_split_gives_each_prompt_set_its_own_result():
+    result = EvalResult(0.5, [True, True, False, False, True, False], ["a", "b", "c", "d", "e", "f"])
+    first, second, third = result.split(2)
+    assert (first.accuracy, first.correct, first.outputs) == (1.0, [True, True], ["a", "b"])
+    assert (second.accuracy, third.accuracy, third.outputs) == (0.0, 0.5, ["e", "f"])
+    with pytest.raises(ValueError, match="size must divide"):
+        result.split(4)
 
 
 def test_perplexity_is_exp_of_the_loss(tiny_model, tokenizer):
