@@ -163,19 +163,38 @@ def add_grade_parser(subparsers: Any) -> None:
     m.set_defaults(func=cmd_merge)
 
 
-def cmd_course(args: argparse.Namespace) -> int:
-    """Execute every lecture and solution notebook into an output folder and print their measured outcomes."""
+def course_notebooks(root: Path, only: list[str] | None = None) -> list[Path]:
+    """The lectures and solutions, in course order; with `only`, those whose file name contains one of its keys."""
+    notebooks = [p for d in NOTEBOOK_DIRS for p in sorted((root / d).glob("*.ipynb"))]
+    return [p for p in notebooks if not only or any(key in p.name for key in only)]
+
+
+def execute_notebook(nb: Path, out: Path, profile: str | None) -> tuple[str, float]:
+    """Run one notebook from its folder into out/<its folder>/ with papermill: ("ok" or the failure, seconds)."""
     import papermill
 
-    root = _root(args.root)
+    name = f"{nb.parent.name}/{nb.name}"
+    tic = time.perf_counter()
+    os.environ[NOTEBOOK_ENV] = name  # the kernel inherits it: outcomes are filed under this notebook
+    (out / nb.parent.name).mkdir(parents=True, exist_ok=True)
+    try:
+        papermill.execute_notebook(str(nb), str(out / nb.parent.name / nb.name), cwd=str(nb.parent),
+                                   parameters={"PROFILE": profile} if profile else {},
+                                   progress_bar=False, kernel_name="python3")
+        return "ok", time.perf_counter() - tic
+    except Exception as e:  # the caller keeps going: one broken notebook must not hide the others' results
+        return (f"FAILED: {type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}",
+                time.perf_counter() - tic)
+
+
+def cmd_course(args: argparse.Namespace) -> int:
+    """Execute every lecture and solution notebook into an output folder and print their measured outcomes."""
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     results = out / "outcomes.jsonl"
     results.unlink(missing_ok=True)
     os.environ[RESULTS_ENV] = str(results)
-    notebooks = [p for d in NOTEBOOK_DIRS for p in sorted((root / d).glob("*.ipynb"))]
-    if args.only:
-        notebooks = [p for p in notebooks if any(key in p.name for key in args.only)]
+    notebooks = course_notebooks(_root(args.root), args.only)
     if not notebooks:
         print("no notebooks to run")
         return 1
@@ -183,17 +202,7 @@ def cmd_course(args: argparse.Namespace) -> int:
     for nb in notebooks:
         name = f"{nb.parent.name}/{nb.name}"
         print(f"\n=== {name}", flush=True)
-        tic = time.perf_counter()
-        os.environ[NOTEBOOK_ENV] = name  # the kernel inherits it: outcomes are filed under this notebook
-        (out / nb.parent.name).mkdir(exist_ok=True)
-        try:
-            papermill.execute_notebook(str(nb), str(out / nb.parent.name / nb.name), cwd=str(nb.parent),
-                                       parameters={"PROFILE": args.profile} if args.profile else {},
-                                       progress_bar=False, kernel_name="python3")
-            status[name] = ("ok", time.perf_counter() - tic)
-        except Exception as e:  # keep going: one broken notebook must not hide the others' results
-            status[name] = (f"FAILED: {type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}",
-                            time.perf_counter() - tic)
+        status[name] = execute_notebook(nb, out, args.profile)
         print(f"{status[name][0]} in {status[name][1]:.0f} s", flush=True)
     outcomes = read_outcomes(results)
     print("\n=== Measured outcomes")

@@ -34,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from anlp_ft.cli import course_notebooks  # noqa: E402
 from anlp_ft.results import NOTEBOOK_ENV, RESULTS_ENV, read_outcomes  # noqa: E402
 from anlp_ft.runtime import POSE_ENV  # noqa: E402
 
@@ -222,9 +223,7 @@ def main() -> int:
         return 2
     for stale in [*out_dir.glob("*.row.json"), *out_dir.glob("*.outcomes.jsonl")]:
         stale.unlink()
-    notebooks = [p for d in ("lectures", "solutions") for p in sorted((ROOT / d).glob("*.ipynb"))]
-    if args.only:
-        notebooks = [p for p in notebooks if any(k in p.name for k in args.only)]
+    notebooks = course_notebooks(ROOT, args.only)
     extra = {"jobs": args.jobs, "pose": args.pose}
     with PeakMemory() as memory:
         rows = run_in_workers(notebooks, args, out_dir)

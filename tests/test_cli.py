@@ -1,7 +1,9 @@
-"""anlp_ft.cli: `anlp-ft assign` writes labs/ and, with --check, fails on a stale lab."""
+"""anlp_ft.cli: `anlp-ft assign` writes labs/ and, with --check, fails on a stale lab; `anlp-ft course` runs the
+chosen notebooks from their folders, keeps going past a failure and prints each one's outcomes."""
 import nbformat
 
-from anlp_ft.cli import main
+from anlp_ft.cli import course_notebooks, main
+from anlp_ft.results import NOTEBOOK_ENV, RESULTS_ENV
 
 
 def _solution(path, answer: str) -> None:
@@ -42,3 +44,30 @@ def test_cli_parser_registers_grade() -> None:
     assert (args.lab, args.submissions, args.out, args.timeout, args.memory_mb, args.workers, args.output_dir) == (
         "01", ["a.ipynb", "b.ipynb"], "g.csv", 30.0, 2048, 2, "runs")
     assert callable(args.func)
+
+
+def _notebook(path, code: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(code)]
+    nb.cells[0].id = "cell-0"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+
+
+def test_course_runs_the_chosen_notebooks_and_reports_a_failure(tmp_path, capsys, monkeypatch):
+    for name in (RESULTS_ENV, NOTEBOOK_ENV):  # the command sets both for its kernels; restored after the test
+        monkeypatch.setenv(name, "")
+    _notebook(tmp_path / "lectures" / "01_demo.ipynb", "import os\nfrom anlp_ft.results import record_outcomes\n"
+              "record_outcomes('demo', {'runs from its folder': os.getcwd().endswith('lectures')})")
+    _notebook(tmp_path / "solutions" / "01_demo.ipynb", "raise ValueError('broken on purpose')")
+    _notebook(tmp_path / "solutions" / "02_other.ipynb", "x = 1")
+    chosen = course_notebooks(tmp_path, ["01_"])
+    assert [f"{p.parent.name}/{p.name}" for p in chosen] == ["lectures/01_demo.ipynb", "solutions/01_demo.ipynb"]
+
+    assert main(["course", "--root", str(tmp_path), "--out", str(tmp_path / "out"), "--only", "01_"]) == 1
+    out = capsys.readouterr().out.split("=== Measured outcomes")[1]
+    assert "lectures/01_demo.ipynb: ok" in out
+    assert "runs from its folder  True" in out
+    assert "solutions/01_demo.ipynb: FAILED: PapermillExecutionError" in out
+    assert "02_other" not in out
+    assert (tmp_path / "out" / "lectures" / "01_demo.ipynb").exists()
