@@ -26,7 +26,7 @@ from pathlib import Path
 
 from anlp_ft.cli import course_notebooks, execute_notebook
 
-BUDGET_S = 180.0  # each notebook, quick profile, 2 CPU cores (issue 13's budget)
+BUDGET_S = 180.0  # each notebook, quick profile, 2 CPU cores (CONTRIBUTING, Profiles)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -56,7 +56,7 @@ def calibrate() -> dict:
 def run_calibration() -> dict:
     """In its own process, as the notebooks' kernels are: nothing it loads stays in memory."""
     out = subprocess.run([sys.executable, __file__, "--calibrate"], capture_output=True, text=True, check=True,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})  # the offline model, whatever the network
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
