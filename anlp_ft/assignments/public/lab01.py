@@ -156,15 +156,15 @@ def ex3(train_loop, seed: int = 0) -> str:
 
 
 # ex4: fine-tuning on step-by-step arithmetic ------------------------------------------------------------------
-def ex4(before: float, after: float, history, target: float = 0.9) -> str:
+def ex4(before: float, after: float, history, *, floor: float) -> str:
     _require(history is not None and len(getattr(history, "loss", [])) > 1,
              "finetune must return the History that fit() returns (it records the loss of each step)")
     first, last = history.loss[0], history.final_loss
     _require(last < first / 2, f"the training loss went from {first:.3f} to only {last:.3f}: check that labels mask "
                                "only the prompt and that the learning rate and number of steps are the ones given")
-    _require(after >= target, f"held-out accuracy after fine-tuning is {after:.1%}, below the {target:.0%} target "
-                              f"(before: {before:.1%}): train on the step-by-step solutions (' ' + solution), with "
-                              "the plain prompt, for the given steps and learning rate")
+    _require(after >= floor, f"held-out accuracy after fine-tuning is {after:.1%}, below the {floor:.0%} floor "
+                             f"(before: {before:.1%}): train on the step-by-step solutions (' ' + solution), with "
+                             "the plain prompt, for the given steps and learning rate")
     return f"held-out accuracy {before:.1%} -> {after:.1%}"
 
 
