@@ -125,7 +125,7 @@ def report(result: dict) -> str:
 
 def main() -> None:
     parser = run_parser(__doc__)
-    parser.add_argument("--steps", nargs="*", type=int, default=[32, 40], help="optimizer steps (lab 01 quick: 40)")
+    parser.add_argument("--steps", nargs="*", type=int, default=[32, 40], help="optimizer steps (lab 01 quick: 32)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--n-test", type=int, default=64, help="held-out problems (lab 01 quick: 64)")

@@ -126,7 +126,7 @@ def test_lab01_ex3_names_the_mistake(mistake, message):
 TRAINED = History(steps=[0, 1, 2, 3], loss=[2.0, 1.2, 0.7, 0.4])
 
 
-def test_lab01_ex4_accepts_a_trained_model_above_the_target():
+def test_lab01_ex4_accepts_a_trained_model_above_the_floor():
     assert lab01.ex4(0.109, 0.781, TRAINED, floor=0.7) == "held-out accuracy 10.9% -> 78.1%"
 
 
@@ -134,7 +134,7 @@ def test_lab01_ex4_accepts_a_trained_model_above_the_target():
     (0.109, 0.781, None, "finetune must return the History that fit\\(\\) returns"),
     (0.109, 0.781, History(steps=[0, 1, 2, 3], loss=[2.0, 1.9, 1.8, 1.7]), "went from 2.000 to only 1.700"),
     (0.109, 0.5, TRAINED, "held-out accuracy after fine-tuning is 50.0%, below the 70% floor"),
-], ids=["no-history", "loss-barely-falls", "below-target"])
+], ids=["no-history", "loss-barely-falls", "below-floor"])
 def test_lab01_ex4_names_the_mistake(before, after, history, message):
     with pytest.raises(CheckFailed, match=message):
         lab01.ex4(before, after, history, floor=0.7)
